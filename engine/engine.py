@@ -1,0 +1,219 @@
+"""The engine loop: add requests, `step()` (schedule → forward → sample → postprocess), read outputs."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.block_manager import BlockManager
+from engine.detokenizer import IncrementalDetokenizer
+from engine.loader import load_model, load_tokenizer
+from engine.model_runner import ModelRunner
+from engine.outputs import CompletionOutput, RequestOutput, StreamDelta
+from engine.sampling import Sampler, SampleRequest, SamplingParams
+from engine.scheduler import Scheduler
+from engine.sequence import Sequence
+
+DEFAULT_KV_CACHE_BYTES = 512 * 2**20
+
+
+@dataclass
+class EngineConfig:
+    """Engine knobs (names follow vLLM's). The KV pool is sized by `num_blocks`, else `kv_cache_bytes`."""
+
+    block_size: int = 16
+    kv_cache_bytes: int = DEFAULT_KV_CACHE_BYTES
+    num_blocks: int | None = None
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+    seed: int | None = 0
+    threads: int | None = None
+
+
+@dataclass
+class EngineStats:
+    steps: int = 0
+    prefill_tokens: int = 0  # prompt (and recomputed) tokens run through the model
+    decode_tokens: int = 0  # tokens sampled
+
+
+class LLMEngine:
+    def __init__(self, model: str | Path, config: EngineConfig | None = None) -> None:
+        self.config = cfg = config or EngineConfig()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.model = load_model(model, dtype=cfg.dtype, device=cfg.device)
+        self.tokenizer = load_tokenizer(model)
+        mcfg = self.model.config
+        per_block = mcfg.kv_bytes_per_token(torch.finfo(cfg.dtype).bits // 8) * cfg.block_size
+        num_blocks = cfg.num_blocks or max(1, cfg.kv_cache_bytes // per_block)
+        self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens)
+        self.runner = ModelRunner(self.model, num_blocks, cfg.block_size)
+        self.sampler = Sampler(cfg.seed)
+        limits = [mcfg.max_position_embeddings, num_blocks * cfg.block_size]
+        if mcfg.sliding_window:  # sliding-window attention is not implemented: stay inside the window
+            limits.append(mcfg.sliding_window)
+        self.max_model_len = min([*limits, cfg.max_model_len or limits[0]])
+        eos = set(mcfg.eos_token_ids)
+        if self.tokenizer.eos_token_id is not None:
+            eos.add(self.tokenizer.eos_token_id)
+        self.eos_token_ids = frozenset(eos)
+        self.requests: dict[str, tuple[str | None, list[Sequence]]] = {}
+        self.stats = EngineStats()
+        self._ids = itertools.count()
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self.runner.kv_cache_bytes
+
+    def encode(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt, add_special_tokens=True)
+
+    def add_request(
+        self, prompt: str | list[int], params: SamplingParams | None = None, request_id: str | None = None
+    ) -> str:
+        """Queue a prompt (text or token ids); returns its request id."""
+        params = params or SamplingParams()
+        request_id = request_id or f"req-{next(self._ids)}"
+        if request_id in self.requests:
+            raise ValueError(f"request_id {request_id!r} is already in use")
+        text = prompt if isinstance(prompt, str) else None
+        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        vocab = self.model.config.vocab_size
+        if not ids:
+            raise ValueError("prompt must not be empty")
+        if any(not 0 <= t < vocab for t in ids):
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        if len(ids) >= self.max_model_len:
+            raise ValueError(
+                f"prompt is {len(ids)} tokens, the context length is {self.max_model_len} (prompt must be shorter)"
+            )
+        stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
+        seqs = []
+        for i in range(params.n):
+            generator = None
+            if params.seed is not None:
+                generator = torch.Generator(device="cpu")
+                generator.manual_seed(params.seed + i)
+            seq = Sequence(request_id, i, ids, params, IncrementalDetokenizer(self.tokenizer, ids), stops, generator)
+            seqs.append(seq)
+            self.scheduler.add(seq)
+        self.requests[request_id] = (text, seqs)
+        return request_id
+
+    def abort_request(self, request_id: str) -> None:
+        """Stop a request now and free its KV blocks (e.g. its client went away)."""
+        _, seqs = self.requests.get(request_id, (None, []))
+        for seq in seqs:
+            if not seq.is_finished:
+                self.scheduler.finish(seq, "abort")
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def step(self) -> list[StreamDelta]:
+        """Run one engine iteration; returns the new text/tokens of every sequence that produced some."""
+        out = self.scheduler.schedule()
+        if not out.scheduled:
+            return []
+        self.stats.steps += 1
+        sampling, logits = self.runner.run(out.scheduled)
+        for seq, n in out.scheduled:
+            if n > 1 or seq.num_output_tokens == 0:
+                self.stats.prefill_tokens += n
+            seq.num_computed_tokens += n
+            self.block_manager.register_full_blocks(seq)
+        if not sampling:
+            return []
+        requests = [SampleRequest(s.params, s.prompt_token_ids, s.output_token_ids, s.generator) for s in sampling]
+        tokens, logprobs = self.sampler(logits, requests)
+        self.stats.decode_tokens += len(tokens)
+        return [self._append(seq, tok, lp) for seq, tok, lp in zip(sampling, tokens, logprobs, strict=True)]
+
+    def _append(self, seq: Sequence, token: int, logprob: Any) -> StreamDelta:
+        seq.token_ids.append(token)
+        if seq.first_token_time is None:
+            seq.first_token_time = time.perf_counter()
+        if logprob is not None:
+            seq.logprobs.append(logprob)
+        sent = len(seq.text)
+        reason: tuple[str, str | int | None] | None = None
+        if token in seq.stop_token_ids:
+            reason = ("stop", token)
+        else:
+            seq.text += seq.detokenizer.add(token)
+            reason = self._check_stop_string(seq, sent)
+        max_tokens = seq.params.max_tokens or self.max_model_len
+        if reason is None and (seq.num_output_tokens >= max_tokens or seq.num_tokens >= self.max_model_len):
+            reason = ("length", None)
+        if reason is not None:
+            if reason[0] == "length":
+                seq.text += seq.detokenizer.flush()
+            seq.stop_reason = reason[1]
+            self.scheduler.finish(seq, reason[0])
+        visible = self.visible_text(seq)
+        delta, seq.streamed_chars = visible[seq.streamed_chars :], len(visible)
+        return StreamDelta(
+            seq.request_id,
+            seq.index,
+            delta,
+            [token],
+            [logprob] if logprob else [],
+            seq.finish_reason,
+            seq.stop_reason,
+        )
+
+    @staticmethod
+    def _check_stop_string(seq: Sequence, old_len: int) -> tuple[str, str] | None:
+        if not seq.params.stop:
+            return None
+        longest = max(len(s) for s in seq.params.stop)
+        window = max(0, old_len - longest + 1)
+        hits = [(i, s) for s in seq.params.stop if (i := seq.text.find(s, window)) >= 0]
+        if not hits:
+            return None
+        index, stop = min(hits)
+        seq.text = seq.text[:index]
+        return ("stop", stop)
+
+    def visible_text(self, seq: Sequence) -> str:
+        """Text safe to show now: while running, the tail that could still start a stop string is held back."""
+        if seq.is_finished or not seq.params.stop:
+            return seq.text
+        hold = max(len(s) for s in seq.params.stop) - 1
+        return seq.text[: max(0, len(seq.text) - hold)]
+
+    def get_output(self, request_id: str) -> RequestOutput:
+        prompt, seqs = self.requests[request_id]
+        return RequestOutput(
+            request_id=request_id,
+            prompt=prompt,
+            prompt_token_ids=seqs[0].prompt_token_ids,
+            outputs=[
+                CompletionOutput(
+                    index=s.index,
+                    text=s.text,
+                    token_ids=s.output_token_ids,
+                    finish_reason=s.finish_reason,
+                    stop_reason=s.stop_reason,
+                    logprobs=s.logprobs if s.params.logprobs is not None else None,
+                )
+                for s in seqs
+            ],
+        )
+
+    def pop_output(self, request_id: str) -> RequestOutput:
+        """The request's result, forgetting it (call once it is finished)."""
+        result = self.get_output(request_id)
+        del self.requests[request_id]
+        return result

@@ -1,0 +1,60 @@
+"""Load a checkpoint (HF directory or GGUF file) into the engine's decoder, with its tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import ModelConfig
+from engine.loader.errors import CheckpointError
+from engine.loader.gguf_file import read_gguf, read_gguf_tokenizer
+from engine.loader.hf import read_state_dict
+from engine.models import build_model
+from engine.models.linear import use_cpu_kernels
+from engine.models.llama import LlamaForCausalLM
+
+__all__ = ["CheckpointError", "load_model", "load_tokenizer"]
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The checkpoint's tokenizer (an HF tokenizer directory, or the one inside a GGUF file)."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        return read_gguf_tokenizer(path)
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
+        raise CheckpointError(path, "no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(path, f"tokenizer could not be loaded: {exc}") from None
+
+
+def load_model(
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    cpu_kernels: bool = True,
+) -> LlamaForCausalLM:
+    """Build the decoder for a checkpoint and load its weights; every failure names the file at fault."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(path, "checkpoint not found")
+    if path.suffix == ".gguf":
+        raw_config, state = read_gguf(path)
+        cfg, weights_source = ModelConfig.from_dict(raw_config, str(path)), path
+    else:
+        cfg = ModelConfig.from_file(path / "config.json")
+        state, weights_source = read_state_dict(path), path
+    with torch.device("meta"):
+        model = build_model(cfg)
+    model = model.to_empty(device=device).to(dtype)
+    model.rebuild_derived()
+    try:
+        model.load_hf_state_dict({k: v.to(dtype) for k, v in state.items()})
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(weights_source, str(exc.args[0])) from None
+    return use_cpu_kernels(model).eval() if cpu_kernels else model.eval()

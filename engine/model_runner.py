@@ -1,0 +1,73 @@
+"""Owns the KV pool and runs one forward per step over every scheduled sequence's new tokens."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.attention import AttentionMetadata, SeqSlice
+from engine.models.llama import LlamaForCausalLM
+from engine.sequence import Sequence
+
+
+class ModelRunner:
+    """Flattens a step's sequences into one batch, lays out paged-KV metadata, returns the logits to sample."""
+
+    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int) -> None:
+        cfg = model.config
+        weight = model.embed_tokens.weight
+        self.model = model
+        self.block_size = block_size
+        self.device = weight.device
+        slots = num_blocks * block_size
+        self.kv_cache = [
+            (
+                torch.zeros(cfg.num_key_value_heads, slots, cfg.head_dim, dtype=weight.dtype, device=self.device),
+                torch.zeros(cfg.num_key_value_heads, slots, cfg.head_dim, dtype=weight.dtype, device=self.device),
+            )
+            for _ in range(cfg.num_hidden_layers)
+        ]
+        self.kv_cache_bytes = sum(k.nbytes + v.nbytes for k, v in self.kv_cache)
+
+    def _slots(self, seq: Sequence, positions: torch.Tensor) -> torch.Tensor:
+        table = torch.tensor(seq.block_table, dtype=torch.long)
+        return table[positions // self.block_size] * self.block_size + positions % self.block_size
+
+    def prepare(self, scheduled: list[tuple[Sequence, int]]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+        ids: list[int] = []
+        positions: list[torch.Tensor] = []
+        slots: list[torch.Tensor] = []
+        seqs: list[SeqSlice] = []
+        bs = self.block_size
+        for seq, n in scheduled:
+            start = seq.num_computed_tokens
+            end = start + n
+            ids.extend(seq.token_ids[start:end])
+            pos = torch.arange(start, end)
+            positions.append(pos)
+            slots.append(self._slots(seq, pos))
+            table = seq.block_table[: -(-end // bs)]
+            s = SeqSlice(q_start=len(ids) - n, q_len=n, kv_len=end)
+            if table == list(range(table[0], table[0] + len(table))):
+                s.kv_start = table[0] * bs
+            else:
+                s.kv_index = self._slots(seq, torch.arange(end)).to(self.device)
+            if start > 0 and n > 1:
+                s.mask = (torch.arange(end)[None, :] <= pos[:, None]).to(self.device)
+            seqs.append(s)
+        meta = AttentionMetadata(seqs=seqs, slot_mapping=torch.cat(slots).to(self.device), kv_cache=self.kv_cache)
+        input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
+        return input_ids, torch.cat(positions).to(self.device), meta
+
+    @torch.inference_mode()
+    def run(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
+        """Forward the step; logits only for sequences whose last known token was just computed."""
+        input_ids, positions, meta = self.prepare(scheduled)
+        hidden = self.model(input_ids, positions, meta)
+        rows, sampling = [], []
+        for (seq, n), s in zip(scheduled, meta.seqs, strict=True):
+            if seq.num_computed_tokens + n == seq.num_tokens:
+                rows.append(s.q_start + s.q_len - 1)
+                sampling.append(seq)
+        if not rows:
+            return [], hidden.new_empty(0, self.model.config.vocab_size)
+        return sampling, self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])

@@ -1,0 +1,12 @@
+"""Model classes by HF architecture name: the Llama family shares one generic decoder."""
+
+from __future__ import annotations
+
+from engine.config import SUPPORTED_ARCHITECTURES, ModelConfig
+from engine.models.llama import LlamaForCausalLM
+
+MODEL_CLASSES = dict.fromkeys(SUPPORTED_ARCHITECTURES, LlamaForCausalLM)
+
+
+def build_model(cfg: ModelConfig, max_positions: int | None = None) -> LlamaForCausalLM:
+    return MODEL_CLASSES[cfg.architecture](cfg, max_positions)

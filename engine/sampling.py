@@ -1,0 +1,163 @@
+"""Sampling parameters (OpenAI/vLLM semantics) and the sampler that turns a step's logits into tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    """Per-request decoding settings; invalid values raise `ValueError` naming the parameter."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 or -1: no top-k filtering
+    min_p: float = 0.0
+    seed: int | None = None
+    max_tokens: int | None = 16  # None: until EOS or the context length
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logprobs: int | None = None  # None: none; k: the chosen token's logprob plus the top-k alternatives
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        self.stop = list(self.stop or [])
+        self.stop_token_ids = list(self.stop_token_ids or [])
+        self.logit_bias = {int(k): float(v) for k, v in (self.logit_bias or {}).items()}
+        if self.top_k == -1:
+            self.top_k = 0
+        checks = [
+            ("n", self.n >= 1, "must be >= 1"),
+            ("temperature", 0.0 <= self.temperature <= 100.0, "must be in [0, 100]"),
+            ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
+            ("top_k", self.top_k >= 0, "must be -1, 0 (disabled) or a positive integer"),
+            ("min_p", 0.0 <= self.min_p <= 1.0, "must be in [0, 1]"),
+            ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, "must be >= 1"),
+            ("frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0, "must be in [-2, 2]"),
+            ("presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "must be in [-2, 2]"),
+            ("repetition_penalty", 0.0 < self.repetition_penalty <= 10.0, "must be in (0, 10]"),
+            ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be in [0, 20]"),
+            ("stop", all(isinstance(s, str) and s for s in self.stop), "must be non-empty strings"),
+            (
+                "stop_token_ids",
+                all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids),
+                "must be non-negative integers",
+            ),
+            (
+                "logit_bias",
+                all(-100.0 <= b <= 100.0 for b in self.logit_bias.values()),
+                "values must be in [-100, 100]",
+            ),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} {rule}, got {getattr(self, name)!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @property
+    def penalised(self) -> bool:
+        return bool(
+            self.frequency_penalty or self.presence_penalty or self.repetition_penalty != 1.0 or self.logit_bias
+        )
+
+
+@dataclass
+class TokenLogprob:
+    """The sampled token's log-probability and the top alternatives, from the model's raw distribution."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass
+class SampleRequest:
+    """What the sampler needs from one sequence: its settings, history and random generator."""
+
+    params: SamplingParams
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+    generator: torch.Generator | None
+
+
+def apply_penalties(logits: torch.Tensor, req: SampleRequest) -> torch.Tensor:
+    """Logit bias, repetition penalty (prompt + output, CTRL/vLLM) and OpenAI frequency/presence penalties."""
+    p = req.params
+    logits = logits.clone()
+    vocab = logits.shape[-1]
+    for token, bias in p.logit_bias.items():
+        if token < vocab:
+            logits[token] += bias
+    if p.repetition_penalty != 1.0:
+        seen = torch.tensor(sorted(set(req.prompt_token_ids) | set(req.output_token_ids)), dtype=torch.long)
+        if seen.numel():
+            vals = logits[seen]
+            logits[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+    if (p.frequency_penalty or p.presence_penalty) and req.output_token_ids:
+        counts = torch.bincount(torch.tensor(req.output_token_ids), minlength=vocab)[:vocab].to(logits.dtype)
+        logits -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
+    return logits
+
+
+def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Temperature, then top-k, top-p and min-p; filtered-out tokens get -inf."""
+    logits = logits / params.temperature
+    if params.top_k and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the mass before it already reaches top_p (the top token always stays)
+        drop = (probs.cumsum(-1) - probs) >= params.top_p
+        logits = logits.masked_fill(drop.scatter(0, order, drop), float("-inf"))
+    if params.min_p > 0.0:
+        probs = logits.softmax(-1)
+        logits = logits.masked_fill(probs < params.min_p * probs.max(), float("-inf"))
+    return logits
+
+
+class Sampler:
+    """Picks one token per row of a step's logits; greedy rows share one argmax."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed if seed is not None else torch.seed())
+
+    def __call__(
+        self, logits: torch.Tensor, requests: list[SampleRequest]
+    ) -> tuple[list[int], list[TokenLogprob | None]]:
+        logits = logits.float()
+        rows = [apply_penalties(logits[i], r) if r.params.penalised else logits[i] for i, r in enumerate(requests)]
+        tokens = torch.stack(rows).argmax(-1).tolist()
+        for i, r in enumerate(requests):
+            if not r.params.greedy:
+                probs = filter_logits(rows[i], r.params).softmax(-1)
+                tokens[i] = int(torch.multinomial(probs, 1, generator=r.generator or self.generator))
+        logprobs: list[TokenLogprob | None] = []
+        for i, r in enumerate(requests):
+            if r.params.logprobs is None:
+                logprobs.append(None)
+                continue
+            lp = logits[i].log_softmax(-1)
+            top = torch.topk(lp, r.params.logprobs) if r.params.logprobs else None
+            logprobs.append(
+                TokenLogprob(
+                    token_id=tokens[i],
+                    logprob=float(lp[tokens[i]]),
+                    top=list(zip(top.indices.tolist(), top.values.tolist(), strict=True)) if top else [],
+                )
+            )
+        return tokens, logprobs

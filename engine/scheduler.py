@@ -1,0 +1,95 @@
+"""Continuous batching: every step admits and retires sequences under a token budget (vLLM v1 style).
+
+There is no separate prefill phase: a running sequence asks for its remaining prompt tokens (a chunk when
+the budget is short) or one decode token. Running sequences go first, oldest first; waiting ones are
+admitted with what budget is left. When KV blocks run out, the newest running sequence is preempted: its
+blocks are freed and it is recomputed later from its tokens, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from engine.block_manager import BlockManager
+from engine.sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class SchedulerOutput:
+    """The sequences that take part in one step and how many new tokens each computes."""
+
+    scheduled: list[tuple[Sequence, int]] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(n for _, n in self.scheduled)
+
+
+class Scheduler:
+    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+        if max_num_seqs < 1 or max_num_batched_tokens < 1:
+            raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
+        self.bm = block_manager
+        self.max_num_seqs = max_num_seqs
+        self.max_num_batched_tokens = max_num_batched_tokens
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        """Retire a sequence (done or aborted) and return its blocks."""
+        seq.status, seq.finish_reason = SequenceStatus.FINISHED, reason
+        self.bm.free_sequence(seq)
+        if seq in self.running:
+            self.running.remove(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+
+    def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
+        self.running.remove(seq)
+        self.bm.free_sequence(seq)
+        seq.reset_for_recompute()
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+        out.preempted.append(seq)
+
+    def schedule(self) -> SchedulerOutput:
+        out = SchedulerOutput()
+        budget = self.max_num_batched_tokens
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            while not self.bm.can_allocate(seq, seq.num_computed_tokens + n):
+                self._preempt(self.running[-1], out)
+                if seq.status is SequenceStatus.WAITING:
+                    break
+            if seq.status is SequenceStatus.WAITING:
+                break
+            self.bm.allocate(seq, seq.num_computed_tokens + n)
+            out.scheduled.append((seq, n))
+            budget -= n
+            i += 1
+        if out.preempted:
+            return out
+        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[0]
+            end = min(seq.num_tokens, seq.num_computed_tokens + budget)
+            if not self.bm.can_allocate(seq, end):
+                break
+            self.bm.allocate(seq, end)
+            n = end - seq.num_computed_tokens  # prefix-cache hits shrink the work
+            self.waiting.popleft()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            out.scheduled.append((seq, n))
+            budget -= n
+        return out

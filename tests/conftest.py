@@ -1,0 +1,76 @@
+"""Shared fixtures: tiny random checkpoints of each architecture, and the real SmolLM2-135M checkpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ[_key] = _value
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOLLM2 = ROOT / "models" / "smollm2-135m-instruct"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The converted default model; `make setup` creates it."""
+    if not (SMOLLM2 / "model.safetensors").is_file():
+        pytest.fail(f"{SMOLLM2} is missing: run `make setup` first")
+    return SMOLLM2
+
+
+def make_tiny_checkpoint(directory: Path, arch: str, **overrides: object) -> Path:
+    """Save a randomly initialised HF model of `arch` with SmolLM2's tokenizer (so text round-trips)."""
+    import transformers
+
+    config_cls, model_cls = {
+        "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+    }[arch]
+    settings = {
+        "vocab_size": 49152,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "tie_word_embeddings": False,
+        **overrides,
+    }
+    torch.manual_seed(0)
+    model = model_cls(config_cls(**settings)).eval()
+    with torch.no_grad():  # HF starts biases at 0 and norms at 1: randomise them so parity tests see them
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(directory)
+    for name in TOKENIZER_FILES:
+        if (SMOLLM2 / name).is_file():
+            shutil.copy(SMOLLM2 / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama"), "llama")
