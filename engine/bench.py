@@ -11,6 +11,7 @@ rows hold the medians and the raw values.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing as mp
 import platform
@@ -42,6 +43,18 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def percentiles(samples: list[float]) -> dict[str, float | int]:
+    """Rank-based P50/P95/P99 (nearest rank) over raw samples, with n: percentiles always carry n."""
+    if not samples:
+        return {"n": 0}
+    ordered = sorted(samples)
+
+    def rank(p: float) -> float:
+        return ordered[max(0, -(-len(ordered) * p // 100) - 1)]
+
+    return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "mean": sum(ordered) / len(ordered), "n": len(ordered)}
+
+
 def make_prompts(vocab: int, batch: int, length: int, seed: int) -> list[list[int]]:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(100, vocab - 100, (batch, length), generator=g).tolist()
@@ -60,10 +73,15 @@ def _run_tollgate(args: argparse.Namespace, batch: int) -> dict[str, Any]:
         start = time.perf_counter()
         ids = [eng.add_request(p, params) for p in prompts]
         first: dict[str, float] = {}
+        step_times: list[float] = []
         used = 0
         while eng.has_unfinished_requests():
-            for delta in eng.step():
-                first.setdefault(delta.request_id, time.perf_counter())
+            deltas = eng.step()
+            now = time.perf_counter()
+            for delta in deltas:
+                first.setdefault(delta.request_id, now)
+            if deltas:
+                step_times.append(now)
             used = max(used, eng.block_manager.num_blocks - eng.block_manager.num_free_blocks)
         end = time.perf_counter()
         for i in ids:
@@ -74,6 +92,7 @@ def _run_tollgate(args: argparse.Namespace, batch: int) -> dict[str, Any]:
             "prefill_tok_s": batch * args.prompt_len / (prefill_end - start),
             "decode_tok_s": batch * (new_tokens - 1) / (end - prefill_end),
             "kv_cache_bytes": used * per_block,
+            "itl_samples": [(b - a) * 1000 for a, b in itertools.pairwise(step_times) if a >= prefill_end],
         }
 
     return _measure(args, once)
@@ -121,7 +140,10 @@ def _measure(args: argparse.Namespace, once: Any) -> dict[str, Any]:
     for w in range(args.warmup):
         once(10_000 + w, min(8, args.new_tokens))
     runs = [once(r, args.new_tokens) for r in range(args.repeats)]
+    itl = [x for r in runs for x in r.pop("itl_samples", [])]
     row: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    if itl:
+        row["itl_ms"] = percentiles(itl)
     row["kv_cache_bytes"] = int(row["kv_cache_bytes"])
     row["runs"] = runs
     row["peak_rss_mb"] = peak_rss_mb()

@@ -17,6 +17,29 @@ SUPPORTED_ARCHITECTURES: dict[str, dict[str, Any]] = {
 }
 
 
+def _architecture(cfg: dict[str, Any], source: str) -> str:
+    archs = cfg.get("architectures") or []
+    arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
+    if arch is None:
+        supported = ", ".join(SUPPORTED_ARCHITECTURES)
+        raise CheckpointError(source, f"unknown architecture {archs or '(none given)'}; supported: {supported}")
+    return arch
+
+
+def _eos_ids(eos: Any) -> tuple[int, ...]:
+    if eos is None:
+        return ()
+    return tuple(int(e) for e in eos) if isinstance(eos, list) else (int(eos),)
+
+
+def _rope_scaling(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """Older configs name it `rope_scaling`; transformers 5 writes `rope_parameters` with a `rope_type`."""
+    params = cfg.get("rope_parameters") or {}
+    if cfg.get("rope_scaling"):
+        return cfg["rope_scaling"]
+    return dict(params) if params.get("rope_type", "default") != "default" else None
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Settings of the generic Llama-family decoder, read from an HF `config.json`."""
@@ -42,23 +65,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], source: str = "config.json") -> ModelConfig:
-        archs = cfg.get("architectures") or []
-        arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
-        if arch is None:
-            raise CheckpointError(
-                source,
-                f"unknown architecture {archs or '(none given)'}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}",
-            )
-        defaults = SUPPORTED_ARCHITECTURES[arch]
+        arch = _architecture(cfg, source)
         try:
-            heads = int(cfg["num_attention_heads"])
-            hidden = int(cfg["hidden_size"])
-            eos = cfg.get("eos_token_id")
-            eos_ids = tuple(eos) if isinstance(eos, list) else (() if eos is None else (int(eos),))
+            heads, hidden = int(cfg["num_attention_heads"]), int(cfg["hidden_size"])
             rope_params = cfg.get("rope_parameters") or {}
-            rope_scaling = cfg.get("rope_scaling") or None
-            if rope_scaling is None and rope_params.get("rope_type", "default") != "default":
-                rope_scaling = dict(rope_params)
             return cls(
                 architecture=arch,
                 vocab_size=int(cfg["vocab_size"]),
@@ -71,10 +81,10 @@ class ModelConfig:
                 max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
                 rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
                 rope_theta=float(cfg.get("rope_theta", rope_params.get("rope_theta", 10000.0))),
-                rope_scaling=rope_scaling,
-                attention_bias=bool(cfg.get("attention_bias", defaults["attention_bias"])),
+                rope_scaling=_rope_scaling(cfg),
+                attention_bias=bool(cfg.get("attention_bias", SUPPORTED_ARCHITECTURES[arch]["attention_bias"])),
                 tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-                eos_token_ids=eos_ids,
+                eos_token_ids=_eos_ids(cfg.get("eos_token_id")),
                 bos_token_id=cfg.get("bos_token_id"),
                 sliding_window=cfg.get("sliding_window") if cfg.get("use_sliding_window", True) else None,
                 raw=dict(cfg),

@@ -3,8 +3,39 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+
+def _in(low: float, high: float) -> Any:
+    return lambda v: low <= v <= high
+
+
+# (parameter, test of the whole params object, the rule as the error message states it)
+_RULES: list[tuple[str, Any, str]] = [
+    ("n", lambda p: p.n >= 1, "must be >= 1"),
+    ("temperature", lambda p: _in(0.0, 100.0)(p.temperature), "must be in [0, 100]"),
+    ("top_p", lambda p: 0.0 < p.top_p <= 1.0, "must be in (0, 1]"),
+    ("top_k", lambda p: p.top_k >= 0, "must be -1, 0 (disabled) or a positive integer"),
+    ("min_p", lambda p: _in(0.0, 1.0)(p.min_p), "must be in [0, 1]"),
+    ("max_tokens", lambda p: p.max_tokens is None or p.max_tokens >= 1, "must be >= 1"),
+    ("frequency_penalty", lambda p: _in(-2.0, 2.0)(p.frequency_penalty), "must be in [-2, 2]"),
+    ("presence_penalty", lambda p: _in(-2.0, 2.0)(p.presence_penalty), "must be in [-2, 2]"),
+    ("repetition_penalty", lambda p: 0.0 < p.repetition_penalty <= 10.0, "must be in (0, 10]"),
+    ("logprobs", lambda p: p.logprobs is None or _in(0, 20)(p.logprobs), "must be in [0, 20]"),
+    ("stop", lambda p: all(isinstance(s, str) and s for s in p.stop), "must be non-empty strings"),
+    (
+        "stop_token_ids",
+        lambda p: all(isinstance(t, int) and t >= 0 for t in p.stop_token_ids),
+        "must be non-negative integers",
+    ),
+    (
+        "logit_bias",
+        lambda p: all(_in(-100.0, 100.0)(b) for b in p.logit_bias.values()),
+        "values must be in [-100, 100]",
+    ),
+]
 
 
 @dataclass
@@ -35,31 +66,8 @@ class SamplingParams:
         self.logit_bias = {int(k): float(v) for k, v in (self.logit_bias or {}).items()}
         if self.top_k == -1:
             self.top_k = 0
-        checks = [
-            ("n", self.n >= 1, "must be >= 1"),
-            ("temperature", 0.0 <= self.temperature <= 100.0, "must be in [0, 100]"),
-            ("top_p", 0.0 < self.top_p <= 1.0, "must be in (0, 1]"),
-            ("top_k", self.top_k >= 0, "must be -1, 0 (disabled) or a positive integer"),
-            ("min_p", 0.0 <= self.min_p <= 1.0, "must be in [0, 1]"),
-            ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, "must be >= 1"),
-            ("frequency_penalty", -2.0 <= self.frequency_penalty <= 2.0, "must be in [-2, 2]"),
-            ("presence_penalty", -2.0 <= self.presence_penalty <= 2.0, "must be in [-2, 2]"),
-            ("repetition_penalty", 0.0 < self.repetition_penalty <= 10.0, "must be in (0, 10]"),
-            ("logprobs", self.logprobs is None or 0 <= self.logprobs <= 20, "must be in [0, 20]"),
-            ("stop", all(isinstance(s, str) and s for s in self.stop), "must be non-empty strings"),
-            (
-                "stop_token_ids",
-                all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids),
-                "must be non-negative integers",
-            ),
-            (
-                "logit_bias",
-                all(-100.0 <= b <= 100.0 for b in self.logit_bias.values()),
-                "values must be in [-100, 100]",
-            ),
-        ]
-        for name, ok, rule in checks:
-            if not ok:
+        for name, ok, rule in _RULES:
+            if not ok(self):
                 raise ValueError(f"{name} {rule}, got {getattr(self, name)!r}")
 
     @property

@@ -77,27 +77,26 @@ def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
-def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """HF `config.json` contents and fp32 HF-named weights of a GGUF file (quantized types dequantized)."""
-    import gguf
-
-    path = Path(path)
-    reader = _open(path)
-    arch = _field(reader, "general.architecture")
-    if arch not in ARCHITECTURES:
-        raise CheckpointError(path, f"unknown GGUF architecture {arch!r}; supported: {', '.join(ARCHITECTURES)}")
-    hf_arch, model_type, permuted = ARCHITECTURES[arch]
+def _config(reader: Any, arch: str) -> dict[str, Any]:
+    hf_arch, model_type, _ = ARCHITECTURES[arch]
     config: dict[str, Any] = {"architectures": [hf_arch], "model_type": model_type, "torch_dtype": "float32"}
     for key, hf_key in CONFIG_KEYS.items():
         value = _field(reader, f"{arch}.{key}")
         if value is not None:
             config[hf_key] = value
-    tokens = _field(reader, "tokenizer.ggml.tokens")
-    config.setdefault("vocab_size", len(tokens) if tokens else None)
+    if "vocab_size" not in config:
+        config["vocab_size"] = len(_field(reader, "tokenizer.ggml.tokens") or [])
     for key in ("bos_token_id", "eos_token_id"):
         value = _field(reader, f"tokenizer.ggml.{key}")
         if value is not None:
             config[key] = int(value)
+    config["head_dim"] = config["hidden_size"] // config["num_attention_heads"]
+    return config
+
+
+def _tensors(reader: Any, path: Path, arch: str) -> dict[str, torch.Tensor]:
+    import gguf
+
     state: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
         try:
@@ -109,12 +108,22 @@ def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
         except (NotImplementedError, ValueError) as exc:
             raise CheckpointError(path, f"cannot read tensor {t.name!r} ({t.tensor_type.name}): {exc}") from None
         state[name] = torch.from_numpy(np.array(data, dtype=np.float32))
+    return state
+
+
+def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """HF `config.json` contents and fp32 HF-named weights of a GGUF file (quantized types dequantized)."""
+    path = Path(path)
+    reader = _open(path)
+    arch = _field(reader, "general.architecture")
+    if arch not in ARCHITECTURES:
+        raise CheckpointError(path, f"unknown GGUF architecture {arch!r}; supported: {', '.join(ARCHITECTURES)}")
+    config, state = _config(reader, arch), _tensors(reader, path, arch)
     config["tie_word_embeddings"] = "lm_head.weight" not in state
-    if permuted:
-        heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads")
+    if ARCHITECTURES[arch][2]:
+        kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
         for name in [n for n in state if n.endswith(("q_proj.weight", "k_proj.weight"))]:
-            state[name] = _unpermute(state[name], heads if "q_proj" in name else kv_heads or heads)
-    config["head_dim"] = config["hidden_size"] // config["num_attention_heads"]
+            state[name] = _unpermute(state[name], config["num_attention_heads"] if "q_proj" in name else kv_heads)
     return config, state
 
 

@@ -12,6 +12,9 @@ import torch
 from torch import nn
 
 PACK_BATCH_HINT = 8
+# oneDNN keeps state per distinct row count it has seen; past this many rows (prefill chunks, where both
+# layouts run at the same compute-bound speed) the plain layout is used so that state stays bounded.
+MAX_PACKED_ROWS = 32
 
 
 def onednn_available() -> bool:
@@ -30,7 +33,7 @@ class CpuLinear(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] == 1:
+        if x.shape[0] == 1 or x.shape[0] > MAX_PACKED_ROWS:
             return x @ self.weight_t if self.bias is None else torch.addmm(self.bias, x, self.weight_t)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 

@@ -1,0 +1,89 @@
+"""Release criteria as data: the schema of `conf/gates/*.yaml` and its loader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Comparator = Literal[">=", ">", "<=", "<", "==", "!="]
+Severity = Literal["blocker", "major", "minor"]
+Kind = Literal["value", "percentile", "mtbf", "regression"]
+
+
+class Criterion(BaseModel):
+    """One check: a metric, how it compares, the thresholds from the criteria document, where it applies."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    part: str = Field(description="section of the criteria document, e.g. '1.1'")
+    dimension: Literal["performance", "quality", "features", "reliability", "compatibility", "release"]
+    description: str
+    metric: str = Field(description="dotted key into the collected evidence, e.g. 'bench.batch1.decode_tok_s'")
+    comparator: Comparator
+    acceptance: float = Field(description="the value that must hold for PASS")
+    target: float | None = None
+    stretch: float | None = None
+    unit: str = ""
+    severity: Severity = "major"
+    kind: Kind = "value"
+    better: Literal["higher", "lower"] = "higher"  # direction of the metric, for regression checks
+    profiles: list[str]
+
+    @model_validator(mode="after")
+    def _known_profiles(self) -> Criterion:
+        unknown = set(self.profiles) - {"ci", "weekly", "release"}
+        if unknown:
+            raise ValueError(f"criterion {self.id}: unknown profile(s) {sorted(unknown)}")
+        return self
+
+
+class SignOff(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    roles: list[str]
+    min_approvals: int
+    required: list[str]
+
+
+class GateSpec(BaseModel):
+    """The whole document: criteria, sign-off rule and the scenario rule's issue limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    source: str
+    max_minor_issues: int = Field(description="Scenario B allows this many issues; more is Scenario C")
+    signoff: SignOff
+    criteria: list[Criterion]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> GateSpec:
+        seen: set[str] = set()
+        dupes = {c.id for c in self.criteria if c.id in seen or seen.add(c.id)}
+        if dupes:
+            raise ValueError(f"duplicate criterion ids: {sorted(dupes)}")
+        return self
+
+
+class GateSpecError(ValueError):
+    """The thresholds file is missing or does not match the schema."""
+
+
+def load_spec(path: str | Path) -> GateSpec:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise GateSpecError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise GateSpecError(f"{path}: not valid YAML ({exc})") from None
+    if isinstance(data, dict):  # `x-*` keys hold YAML anchors (shared profile lists), not criteria
+        data = {k: v for k, v in data.items() if not str(k).startswith("x-")}
+    try:
+        return GateSpec.model_validate(data)
+    except ValidationError as exc:
+        raise GateSpecError(f"{path}: {exc}") from None

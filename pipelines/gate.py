@@ -1,0 +1,136 @@
+"""Stage `gate`: validate the evidence, judge it against the criteria, write the report, log it all to MLflow.
+
+`python -m pipelines.gate` writes reports/decision.json, reports/release_report.{md,html} and one MLflow parent
+run (params, tags, the report) with a nested run per stage holding that stage's metrics. It exits 0 whatever
+the scenario: `python -m gates check reports/decision.json` is the pass/fail step.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from gates.criteria import load_spec
+from gates.decision import classify
+from gates.evaluate import ProfileRules, evaluate
+from gates.evidence import collect, coverage_evidence, read_metrics_file, signoff_evidence
+from gates.report import summary_lines, write_reports
+from pipelines.common import METRICS, PLOTS, REPORTS, git_sha, hardware_fingerprint, stage_cli
+from pipelines.config import TollgateConf, load_params
+
+STAGES = ("bench", "quality", "stress", "code")
+TEST_SUMMARY = REPORTS / "tests" / "summary.json"  # written by `make test`
+COVERAGE = REPORTS / "tests" / "coverage.json"  # written by `make test`
+SIGNOFF = Path("release") / "signoff.yaml"
+
+
+def evidence_files() -> list[Path]:
+    return [*(METRICS / f"{s}.json" for s in STAGES), TEST_SUMMARY]
+
+
+def baseline_path(p: TollgateConf) -> Path:
+    return Path("baselines") / f"{p.profile.name}-{p.model.name}.json"
+
+
+def tracking_uri(p: TollgateConf) -> str:
+    folder = Path(p.mlflow.tracking_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@task
+def decide(p: TollgateConf) -> dict[str, Any]:
+    spec = load_spec(Path(p.gate_spec))
+    evidence, keys_by_file = collect(evidence_files())
+    evidence.update(signoff_evidence(SIGNOFF, spec.signoff))
+    evidence.update(coverage_evidence(COVERAGE))
+    from gates.validate import validate_evidence
+
+    rejected = validate_evidence(evidence, keys_by_file)
+    if rejected:
+        get_run_logger().warning("%d metric(s) failed validation and count as INVALID", len(rejected))
+    baseline_file = baseline_path(p)
+    baseline = {}
+    if baseline_file.is_file():
+        baseline = {k: e.value for k, e in collect([baseline_file])[0].items() if e.value is not None}
+    rules = ProfileRules(name=p.profile.name, min_samples=p.profile.min_samples, baseline=baseline)
+    results = evaluate(spec, evidence, rules)
+    context = {
+        "profile": p.profile.name,
+        "model": p.model.name,
+        "quant": p.quant.name,
+        "cluster": p.cluster.name,
+        "git_sha": git_sha(),
+        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "hardware": hardware_fingerprint(),
+        "evidence_files": sorted(keys_by_file),
+        "baseline": str(baseline_file) if baseline else None,
+    }
+    plots = sorted(PLOTS.glob("*.png")) if PLOTS.is_dir() else []
+    return write_reports(REPORTS, classify(results, spec), results, context, plots)
+
+
+def flat_params(obj: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(obj, dict):
+        out: dict[str, str] = {}
+        for k, v in obj.items():
+            out.update(flat_params(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): str(obj)}
+
+
+@task(retries=2, retry_delay_seconds=3)
+def log_to_mlflow(p: TollgateConf, doc: dict[str, Any], params_path: str) -> str:
+    """One parent run for this pipeline execution, a nested run per stage with that stage's metrics."""
+    import mlflow
+    import yaml
+
+    from gates.evidence import flatten
+
+    mlflow.set_tracking_uri(tracking_uri(p))
+    if mlflow.get_experiment_by_name(p.mlflow.experiment) is None:
+        artifacts = (Path(p.mlflow.tracking_dir) / "artifacts").resolve()
+        mlflow.create_experiment(p.mlflow.experiment, artifact_location=artifacts.as_uri())
+    mlflow.set_experiment(p.mlflow.experiment)
+    ctx = doc["context"]
+    tags = {
+        "git_sha": ctx["git_sha"],
+        "profile": ctx["profile"],
+        "model": ctx["model"],
+        "quant": ctx["quant"],
+        "scenario": doc["scenario"],
+        **{f"hardware.{k}": v for k, v in ctx["hardware"].items()},
+    }
+    params = yaml.safe_load(Path(params_path).read_text())
+    with mlflow.start_run(run_name=f"release-gate-{ctx['profile']}-{ctx['model']}", tags=tags) as parent:
+        mlflow.log_params(flat_params(params))
+        mlflow.log_metrics({f"gate.{k}": v for k, v in doc["counts"].items()})
+        for path in evidence_files():
+            if not path.is_file():
+                continue
+            flat = flatten(read_metrics_file(path))
+            with mlflow.start_run(run_name=path.stem, nested=True, tags={**tags, "stage": path.stem}):
+                mlflow.log_metrics({k: e.value for k, e in flat.items() if e.value is not None})
+                mlflow.log_artifact(str(path))
+        for name in ("decision.json", "release_report.md", "release_report.html"):
+            mlflow.log_artifact(str(REPORTS / name), artifact_path="report")
+        return parent.info.run_id
+
+
+@flow(name="gate")
+def gate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
+    """Evaluate the release criteria on the collected metrics and record the decision."""
+    p = load_params(Path(params_path))
+    doc = decide(p)
+    run_id = log_to_mlflow(p, doc, params_path)
+    print("\n".join(summary_lines(doc)))
+    print(f"report: {REPORTS / 'release_report.html'} · MLflow run {run_id} ({tracking_uri(p)})")
+    return {"scenario": doc["scenario"], "mlflow_run_id": run_id}
+
+
+if __name__ == "__main__":
+    sys.exit(stage_cli(gate_flow, __doc__))

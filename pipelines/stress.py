@@ -1,0 +1,127 @@
+"""Stage `stress`: a soak of the profile's duration under a steady mix of requests (`python -m pipelines.stress`).
+
+Requests of random length and sampling settings (a few deliberately invalid) keep the engine busy; every
+exception escaping the engine loop counts as a failure, and resident memory is sampled to detect leaks.
+Writes metrics/stress.json (namespace `stress`; `stress.mtbf` carries the run length and the failure count).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from pipelines.common import METRICS, stage_cli, write_json
+from pipelines.config import load_params
+
+WINDOWS = 4  # RSS is compared across this many equal windows after warm-up
+LEAK_TOLERANCE = 0.02  # growth in every window and > 2% overall counts as a leak
+WARMUP_FRACTION = 0.25
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def leak_detected(samples: list[tuple[float, float]]) -> tuple[bool, float]:
+    """(leak?, growth MB/h) from (seconds, MB) samples: the mean RSS must rise window after window."""
+    if len(samples) < 2 * WINDOWS:
+        return False, 0.0
+    start = int(len(samples) * WARMUP_FRACTION)
+    steady = samples[start:]
+    size = len(steady) // WINDOWS
+    means = [sum(mb for _, mb in steady[i * size : (i + 1) * size]) / size for i in range(WINDOWS)]
+    hours = (steady[-1][0] - steady[0][0]) / 3600 or 1e-9
+    growth = (steady[-1][1] - steady[0][1]) / hours
+    rising = all(b > a for a, b in itertools.pairwise(means))
+    return rising and means[-1] > means[0] * (1 + LEAK_TOLERANCE), growth
+
+
+def random_request(rng: random.Random, vocab: int, max_prompt: int, max_new: int) -> tuple[list[int], dict[str, Any]]:
+    prompt = [rng.randrange(100, vocab - 100) for _ in range(rng.randint(1, max_prompt))]
+    params = {
+        "temperature": rng.choice([0.0, 0.7, 1.0]),
+        "top_p": rng.choice([1.0, 0.9]),
+        "top_k": rng.choice([0, 40]),
+        "max_tokens": rng.randint(1, max_new),
+        "seed": rng.randint(0, 1000),
+        "frequency_penalty": rng.choice([0.0, 0.5]),
+    }
+    if rng.random() < 0.05:
+        params["temperature"] = -1.0  # invalid input: must be rejected with ValueError, not crash
+    return prompt, params
+
+
+@task
+def soak(model_path: Path, duration_s: float, max_prompt: int, max_new: int, threads: int) -> dict[str, Any]:
+    from engine import LLM, SamplingParams
+
+    log = get_run_logger()
+    llm = LLM(model_path, threads=threads)
+    engine, rng = llm.engine, random.Random(0)
+    vocab = engine.model.config.vocab_size
+    stats = {"requests": 0, "completed": 0, "rejected": 0, "failures": 0, "tokens": 0}
+    samples: list[tuple[float, float]] = []
+    start = time.perf_counter()
+    last_sample = -1.0
+    while (now := time.perf_counter() - start) < duration_s:
+        while len(engine.scheduler.waiting) + len(engine.scheduler.running) < 8:
+            prompt, raw = random_request(rng, vocab, max_prompt, max_new)
+            stats["requests"] += 1
+            try:
+                engine.add_request(prompt, SamplingParams(**raw))
+            except ValueError:
+                stats["rejected"] += 1
+        try:
+            deltas = engine.step()
+        except Exception as exc:  # a crash: count it, log it, start from a clean engine state
+            stats["failures"] += 1
+            log.error("engine step failed: %r", exc)
+            for request_id in list(engine.requests):
+                engine.abort_request(request_id)
+                engine.pop_output(request_id)
+            continue
+        stats["tokens"] += len(deltas)
+        for d in deltas:
+            if d.finish_reason and all(o.finish_reason for o in engine.get_output(d.request_id).outputs):
+                engine.pop_output(d.request_id)
+                stats["completed"] += 1
+        if now - last_sample >= max(1.0, duration_s / 600):
+            samples.append((now, rss_mb()))
+            last_sample = now
+    hours = (time.perf_counter() - start) / 3600
+    leak, growth = leak_detected(samples)
+    per_million = stats["failures"] / max(stats["requests"], 1) * 1e6
+    return {
+        **stats,
+        "hours": hours,
+        "mtbf": {"hours_run": hours, "n": stats["failures"]},
+        "crashes_per_1m_requests": per_million,
+        "leaks_detected": int(leak),
+        "rss_growth_mb_per_hour": growth,
+        "rss_start_mb": samples[0][1] if samples else None,
+        "rss_end_mb": samples[-1][1] if samples else None,
+    }
+
+
+@flow(name="stress")
+def stress_flow(params_path: str = "params.yaml") -> dict[str, Any]:
+    """Soak the engine for the profile's duration and record failures and memory growth."""
+    p = load_params(Path(params_path))
+    s = p.profile.stress
+    result = soak(Path(p.model.path), s.duration_s, s.max_prompt_len, s.max_new_tokens, p.profile.threads)
+    metrics = {"stress": {k: v for k, v in result.items() if v is not None}}
+    write_json(METRICS / "stress.json", metrics)
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(stage_cli(stress_flow, __doc__))

@@ -1,0 +1,180 @@
+"""conf/gates/phase3.yaml holds every numeric threshold of the criteria document, and the schema guards it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gates.criteria import GateSpecError, load_spec
+from tests.conftest import ROOT
+
+PHASE3 = ROOT / "conf" / "gates" / "phase3.yaml"
+
+# (section, number) for every numeric threshold of Parts 1, 2, 4 and 5 of phase3_release_criteria.md
+THRESHOLDS = [
+    # 1.1 throughput (acceptance, target, stretch) and the benchmark suite
+    ("1.1", 119.3),
+    ("1.1", 120),
+    ("1.1", 150),
+    ("1.1", 1.8),
+    ("1.1", 180),
+    ("1.1", 200),
+    ("1.1", 2.7),
+    ("1.1", 320),
+    ("1.1", 400),
+    ("1.1", 3.0),
+    ("1.1", 5.0),
+    ("1.1", 300),
+    ("1.1", 360),
+    ("1.x", 6.0),
+    ("1.x", 4.0),
+    ("1.x", 500),
+    ("1.x", 5.0),
+    ("1.x", 80),
+    ("1.x", 90),
+    ("1.x", 85),
+    # 1.2 latency
+    ("1.2", 700),
+    ("1.2", 600),
+    ("1.2", 200),
+    ("1.2", 150),
+    ("1.2", 300),
+    ("1.2", 250),
+    ("1.2", 500),
+    ("1.2", 400),
+    ("1.2", 100),
+    ("1.2", 50),
+    # 1.3 memory
+    ("1.3", 200),
+    ("1.3", 100),
+    ("1.3", 40),
+    ("1.3", 50),
+    ("1.3", 30),
+    ("1.3", 120),
+    # 2.1 warnings, static analysis, leaks, races
+    ("2.1", 0),
+    # 2.2 tests and coverage
+    ("2.2", 100),
+    ("2.2", 90),
+    ("2.2", 80),
+    ("2.2", 85),
+    ("2.2", 70),
+    ("2.2", 24),
+    ("7.C", 50),
+    ("2.x", 35),
+    # 2.3 code quality
+    ("2.3", 15),
+    ("2.3", 10),
+    ("2.3", 100),
+    ("2.3", 50),
+    ("2.3", 500),
+    ("2.3", 300),
+    ("2.3", 8),
+    ("2.3", 5),
+    ("2.3", 90),
+    ("2.3", 95),
+    # 4.1 reliability (and the Part 7 MTBF trigger)
+    ("4.1", 1000),
+    ("4.1", 0),
+    ("4.1", 100),
+    ("4.1", 2),
+    ("4.1", 24),
+    ("7.C", 100),
+    # 5 compatibility
+    ("5.1", 95),
+    ("5.2", 90),
+    ("5.x", 100),
+    ("5.x", 99),
+    ("5.x", 95),
+    ("5.x", 5),
+]
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec(PHASE3)
+
+
+@pytest.mark.parametrize(("section", "number"), THRESHOLDS)
+def test_threshold_is_encoded(spec, section: str, number: float) -> None:
+    values = {v for c in spec.criteria if c.part == section for v in (c.acceptance, c.target, c.stretch)}
+    assert number in values, f"Part {section} threshold {number} missing from {PHASE3.name}"
+
+
+def test_each_error_type_of_part_4_2_has_a_check(spec) -> None:
+    types = {c.id.rsplit(".", 1)[1] for c in spec.criteria if c.part == "4.2"}
+    assert types == {
+        "invalid_input",
+        "out_of_memory",
+        "node_failure",
+        "quantization",
+        "model_load",
+        "network_timeout",
+        "rate_limiting",
+    }
+
+
+def test_thirteen_features_and_the_critical_triggers(spec) -> None:
+    feature_ids = {c.id.split(".")[1] for c in spec.criteria if c.dimension == "features"}
+    assert len(feature_ids) == 13
+    blockers = {c.id for c in spec.criteria if c.severity == "blocker"}
+    assert len(blockers) == 5  # Part 7: throughput, MTBF, tests failing, security, backward compatibility
+
+
+def test_release_evaluates_everything_and_ci_a_subset(spec) -> None:
+    assert all("release" in c.profiles for c in spec.criteria)
+    ci = [c for c in spec.criteria if "ci" in c.profiles]
+    assert 0 < len(ci) < len(spec.criteria)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """name: t
+source: t
+max_minor_issues: 2
+signoff: {roles: [a], min_approvals: 1, required: []}
+criteria:
+"""
+
+
+@pytest.mark.parametrize(
+    ("criterion", "message"),
+    [
+        (
+            "{id: a, part: '1', dimension: performance, description: d, metric: m, comparator: '=>', acceptance: 1, "
+            "profiles: [ci]}",
+            "comparator",
+        ),
+        (
+            "{id: a, part: '1', dimension: performance, description: d, metric: m, comparator: '>=', acceptance: 1, "
+            "profiles: [nightly]}",
+            "unknown profile",
+        ),
+        (
+            "{id: a, part: '1', dimension: performance, description: d, metric: m, comparator: '>=', profiles: [ci]}",
+            "acceptance",
+        ),
+    ],
+)
+def test_schema_rejects_bad_criteria(tmp_path: Path, criterion: str, message: str) -> None:
+    with pytest.raises(GateSpecError, match=message):
+        load_spec(write(tmp_path, BASE + f"  - {criterion}\n"))
+
+
+def test_duplicate_ids_are_rejected(tmp_path: Path) -> None:
+    c = (
+        "{id: a, part: '1', dimension: quality, description: d, metric: m, comparator: '>=', acceptance: 1, "
+        "profiles: [ci]}"
+    )
+    with pytest.raises(GateSpecError, match="duplicate criterion ids"):
+        load_spec(write(tmp_path, BASE + f"  - {c}\n  - {c}\n"))
+
+
+def test_missing_spec_file(tmp_path: Path) -> None:
+    with pytest.raises(GateSpecError, match="file not found"):
+        load_spec(tmp_path / "nope.yaml")

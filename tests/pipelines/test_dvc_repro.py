@@ -1,0 +1,92 @@
+"""`dvc repro` end to end on the tiny model, in a throw-away copy of the project (marker: integration)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+OVERRIDES = [
+    "model=tiny-random",
+    "scenario.throughput.batch_sizes=[1,2]",
+    "profile.bench.new_tokens=8",
+    "profile.bench.prompt_len=16",
+    "profile.latency.requests=4",
+    "profile.latency.new_tokens=8",
+    "profile.quality.max_tokens=512",
+    "profile.stress.duration_s=8",
+]
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("tollgate")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (work / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, work / name)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PREFECT_HOME": str(work / ".prefect"),
+    }
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
+        run(cmd, work, env)
+    run([sys.executable, "-m", "pipelines.config", *OVERRIDES], work, env)
+    proc = run(["dvc", "repro"], work, env)
+    (work / "repro.log").write_text(proc.stdout + proc.stderr)
+    return work
+
+
+def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
+    doc = json.loads((repro / "reports" / "decision.json").read_text())
+    assert doc["scenario"] in {"A", "B", "C"}
+    assert len(doc["checks"]) == 110 and doc["context"]["model"] == "tiny-random"
+    statuses = {c["id"]: c["status"] for c in doc["checks"]}
+    assert statuses["quality.static_analysis"] in {"PASS", "FAIL"}  # measured by the codecheck stage
+    assert statuses["perf.throughput.two_node"] == "NOT_IN_PROFILE"
+    assert "Scenario" in (repro / "repro.log").read_text()
+    for name in ("bench", "quality", "stress", "code"):
+        assert (repro / "metrics" / f"{name}.json").is_file()
+    assert (repro / "reports" / "release_report.html").stat().st_size > 1000
+
+
+def test_mlflow_holds_the_run_with_its_metrics(repro: Path) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repro / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["tollgate-release-gate"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    stages = {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert {"bench", "quality", "stress", "code"} <= set(stages)
+    assert stages["bench"].data.metrics["bench.batch1.decode_tok_s"] > 0
+    assert stages["quality"].data.metrics["quality.perplexity"] > 1
+
+
+def test_second_repro_is_a_no_op(repro: Path) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = run(["dvc", "status"], repro, env)
+    assert "up to date" in proc.stdout.lower() or proc.stdout.strip() == ""

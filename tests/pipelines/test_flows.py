@@ -1,0 +1,77 @@
+"""Prefect flows on synthetic evidence: the gate flow decides, reports and logs to a real MLflow store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import compose
+from pipelines.stress import leak_detected, random_request
+from tests.conftest import ROOT
+
+METRICS = {
+    "bench": {"bench": {"batch1": {"decode_tok_s": 20.0}, "batch4_vs_batch1": 3.2, "batch8_vs_batch1": 5.5}},
+    "code": {"code": {"compile_warnings": 0, "static_analysis_violations": 0, "complexity_max": 9}},
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    params = compose(["model=tiny-random", f"gate_spec={ROOT / 'conf' / 'gates' / 'phase3.yaml'}"])
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    Path("metrics").mkdir()
+    for name, data in METRICS.items():
+        Path("metrics", f"{name}.json").write_text(json.dumps(data))
+    return tmp_path
+
+
+def test_gate_flow_writes_the_decision_and_an_mlflow_run(prefect_harness, project: Path) -> None:
+    import mlflow
+
+    from pipelines.gate import gate_flow
+
+    state = gate_flow("params.yaml", return_state=True)
+    assert state.is_completed()
+    out = state.result()
+    doc = json.loads(Path("reports/decision.json").read_text())
+    assert out["scenario"] == doc["scenario"] == "C"  # most ci checks have no evidence here: never green
+    statuses = {c["id"]: c["status"] for c in doc["checks"]}
+    assert statuses["perf.batching.batch4_vs_batch1"] == "PASS"
+    assert statuses["quality.tests_passing"] == "INVALID"
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["tollgate-release-gate"], output_format="list")
+    parent = next(r for r in runs if r.info.run_id == out["mlflow_run_id"])
+    assert parent.data.tags["profile"] == "ci" and parent.data.tags["model"] == "tiny-random"
+    assert "hardware.cpu" in parent.data.tags and parent.data.params["profile.name"] == "ci"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert {r.data.tags["stage"] for r in children} == {"bench", "code"}
+    bench = next(r for r in children if r.data.tags["stage"] == "bench")
+    assert bench.data.metrics["bench.batch1.decode_tok_s"] == 20.0
+
+
+def test_a_failing_task_fails_its_flow(prefect_harness, project: Path) -> None:
+    from pipelines.gate import gate_flow
+
+    Path("params.yaml").write_text("model: {name: broken}\n")
+    state = gate_flow("params.yaml", return_state=True)
+    assert state.is_failed()
+
+
+def test_leak_detector_needs_steady_growth() -> None:
+    flat = [(t, 1000.0 + (t % 3)) for t in range(40)]
+    assert leak_detected(flat)[0] is False
+    growing = [(t, 1000.0 + 5 * t) for t in range(40)]
+    leak, per_hour = leak_detected(growing)
+    assert leak and per_hour == pytest.approx(5 * 3600)
+
+
+def test_stress_requests_include_invalid_input() -> None:
+    import random
+
+    rng = random.Random(0)
+    temps = [random_request(rng, 1000, 16, 8)[1]["temperature"] for _ in range(400)]
+    assert -1.0 in temps and 0.0 in temps
