@@ -34,6 +34,7 @@ def peak_rss_mb() -> float:
 
 
 def cpu_name() -> str:
+    """CPU model for the report, so numbers are read with the hardware that made them."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -56,6 +57,7 @@ def percentiles(samples: list[float]) -> dict[str, float | int]:
 
 
 def make_prompts(vocab: int, batch: int, length: int, seed: int) -> list[list[int]]:
+    """Random token prompts, distinct per sequence and seed, so prefix caching cannot help."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(100, vocab - 100, (batch, length), generator=g).tolist()
 
@@ -173,6 +175,7 @@ def run_one(system: str, args: argparse.Namespace, batch: int) -> dict[str, Any]
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Ratios a reader wants first: ours vs HF per batch, and each system's batch-N vs batch-1."""
     by = {(r["system"], r["batch"]): r.get("decode_tok_s") for r in results}
     summary = {}
     for (system, batch), tok_s in by.items():
@@ -186,6 +189,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options, with the errors a user can fix before any model is loaded."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="engine checkpoint directory (HF layout)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes to measure")
@@ -205,6 +209,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run every (system, batch) measurement and write the JSON report; exit 1 if any run failed."""
     args = parse_args(argv)
     systems = ["tollgate", *args.vs]
     jobs = [(s, b) for b in args.batch for s in systems]

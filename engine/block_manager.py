@@ -16,6 +16,7 @@ from engine.sequence import Sequence
 
 
 def chain_hash(parent: int | None, tokens: tuple[int, ...]) -> int:
+    """Hash of a full block chained with its parent's, so equal hashes mean equal prefixes."""
     return hash((parent, tokens))
 
 
@@ -38,6 +39,7 @@ class BlockManager:
 
     @property
     def num_free_blocks(self) -> int:
+        """Blocks not held by any live sequence (cached ones included)."""
         return len(self.free)
 
     @property
@@ -46,6 +48,7 @@ class BlockManager:
         return 1.0 - len(self.free) / self.num_blocks
 
     def blocks_needed(self, num_tokens: int) -> int:
+        """Blocks that hold `num_tokens` tokens."""
         return -(-num_tokens // self.block_size)
 
     # -- prefix caching -------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any], source: str = "config.json") -> ModelConfig:
+        """Parse an HF config dict; errors name `source` and the key at fault."""
         arch = _architecture(cfg, source)
         try:
             heads, hidden = int(cfg["num_attention_heads"]), int(cfg["hidden_size"])
@@ -96,6 +97,7 @@ class ModelConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> ModelConfig:
+        """Parse a `config.json` file; a missing or malformed file raises CheckpointError."""
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(path, "file not found (a checkpoint needs config.json)")

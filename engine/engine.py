@@ -41,12 +41,16 @@ class EngineConfig:
 
 @dataclass
 class EngineStats:
+    """Counters tests and benchmarks assert on (work done, not time)."""
+
     steps: int = 0
     prefill_tokens: int = 0  # prompt (and recomputed) tokens run through the model
     decode_tokens: int = 0  # tokens sampled
 
 
 class LLMEngine:
+    """The engine loop over one model: requests in, stream deltas out, one `step()` at a time."""
+
     def __init__(self, model: str | Path, config: EngineConfig | None = None) -> None:
         self.config = cfg = config or EngineConfig()
         if cfg.threads:
@@ -74,9 +78,11 @@ class LLMEngine:
 
     @property
     def kv_cache_bytes(self) -> int:
+        """Bytes reserved for the paged KV pool."""
         return self.runner.kv_cache_bytes
 
     def encode(self, prompt: str) -> list[int]:
+        """Prompt text to token ids with the model's own special-token rules."""
         return self.tokenizer.encode(prompt, add_special_tokens=True)
 
     def add_request(
@@ -119,6 +125,7 @@ class LLMEngine:
                 self.scheduler.finish(seq, "abort")
 
     def has_unfinished_requests(self) -> bool:
+        """Whether `step()` still has work."""
         return self.scheduler.has_unfinished()
 
     def step(self) -> list[StreamDelta]:
@@ -194,6 +201,7 @@ class LLMEngine:
         return seq.text[: max(0, len(seq.text) - hold)]
 
     def get_output(self, request_id: str) -> RequestOutput:
+        """The request's state so far (text, tokens, finish reasons) without forgetting it."""
         prompt, seqs = self.requests[request_id]
         return RequestOutput(
             request_id=request_id,

@@ -32,6 +32,7 @@ def windows(ids: list[int], context: int) -> list[list[int]]:
 
 @torch.inference_mode()
 def evaluate(model: Any, ids: list[int], context: int, reference: Any | None = None) -> dict[str, Any]:
+    """Perplexity (and top-1 agreement with `reference`) over `ids` in windows of `context`."""
     nll, predicted, agree = 0.0, 0, 0
     for window in tqdm(windows(ids, context), desc="eval", unit="window", leave=False):
         logits = model.score(window)[:-1].float()
@@ -47,6 +48,7 @@ def evaluate(model: Any, ids: list[int], context: int, reference: Any | None = N
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; exits 1 with a one-line message on a bad checkpoint."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="engine checkpoint to evaluate")
     p.add_argument("--text", required=True, type=Path, help="UTF-8 text file")

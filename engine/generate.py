@@ -10,6 +10,7 @@ from engine.loader import CheckpointError
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: stream one chat answer to stdout."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("message", help="the user message")
     parser.add_argument("--model", required=True, help="engine checkpoint directory or GGUF file")

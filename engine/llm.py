@@ -68,4 +68,5 @@ class LLM:
         return list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
 
     def chat(self, messages: list[dict[str, str]], params: SamplingParams | None = None) -> RequestOutput:
+        """One conversation through the chat template; returns its result."""
         return self.generate([self.chat_prompt(messages)], params)[0]

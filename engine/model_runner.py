@@ -33,6 +33,7 @@ class ModelRunner:
         return table[positions // self.block_size] * self.block_size + positions % self.block_size
 
     def prepare(self, scheduled: list[tuple[Sequence, int]]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+        """Token ids, positions and paged-attention metadata for one step's batch."""
         ids: list[int] = []
         positions: list[torch.Tensor] = []
         slots: list[torch.Tensor] = []

@@ -21,6 +21,8 @@ class CompletionOutput:
 
 @dataclass
 class RequestOutput:
+    """A request's prompt and its n completions."""
+
     request_id: str
     prompt: str | None
     prompt_token_ids: list[int]
@@ -29,6 +31,7 @@ class RequestOutput:
 
     @property
     def finished(self) -> bool:
+        """True once every completion has a finish reason."""
         return all(o.finish_reason is not None for o in self.outputs)
 
 

@@ -72,10 +72,12 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
+        """Temperature 0: argmax, no randomness."""
         return self.temperature == 0.0
 
     @property
     def penalised(self) -> bool:
+        """Whether logits need per-request edits before sampling."""
         return bool(
             self.frequency_penalty or self.presence_penalty or self.repetition_penalty != 1.0 or self.logit_bias
         )

@@ -24,10 +24,13 @@ class SchedulerOutput:
 
     @property
     def num_tokens(self) -> int:
+        """Tokens this step computes (what the budget limits)."""
         return sum(n for _, n in self.scheduled)
 
 
 class Scheduler:
+    """Decides, every step, which sequences run and how many tokens each computes."""
+
     def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
         if max_num_seqs < 1 or max_num_batched_tokens < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
@@ -39,9 +42,11 @@ class Scheduler:
         self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
+        """Queue a new sequence (served first come, first served)."""
         self.waiting.append(seq)
 
     def has_unfinished(self) -> bool:
+        """Whether any sequence is waiting or running."""
         return bool(self.waiting or self.running)
 
     def finish(self, seq: Sequence, reason: str) -> None:
@@ -62,6 +67,7 @@ class Scheduler:
         out.preempted.append(seq)
 
     def schedule(self) -> SchedulerOutput:
+        """Pick this step's work: running sequences first, then admissions, preempting when blocks run out."""
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
         i = 0

@@ -16,6 +16,8 @@ _ids = itertools.count()
 
 
 class SequenceStatus(enum.Enum):
+    """Where a sequence is in its life: waiting, running or finished."""
+
     WAITING = "waiting"
     RUNNING = "running"
     FINISHED = "finished"
@@ -51,22 +53,27 @@ class Sequence:
 
     @property
     def num_prompt_tokens(self) -> int:
+        """Length of the original prompt."""
         return len(self.prompt_token_ids)
 
     @property
     def num_tokens(self) -> int:
+        """Prompt plus generated tokens."""
         return len(self.token_ids)
 
     @property
     def output_token_ids(self) -> list[int]:
+        """Generated tokens only."""
         return self.token_ids[self.num_prompt_tokens :]
 
     @property
     def num_output_tokens(self) -> int:
+        """How many tokens were generated."""
         return len(self.token_ids) - self.num_prompt_tokens
 
     @property
     def is_finished(self) -> bool:
+        """Whether it has a finish reason."""
         return self.status is SequenceStatus.FINISHED
 
     def reset_for_recompute(self) -> None:

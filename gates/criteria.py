@@ -42,6 +42,8 @@ class Criterion(BaseModel):
 
 
 class SignOff(BaseModel):
+    """The approval rule of criteria Part 6."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     roles: list[str]
@@ -74,6 +76,7 @@ class GateSpecError(ValueError):
 
 
 def load_spec(path: str | Path) -> GateSpec:
+    """Read and validate a criteria file; errors name the file."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())

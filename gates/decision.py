@@ -17,6 +17,8 @@ SEVERITY_ORDER = {"blocker": 0, "major": 1, "minor": 2}
 
 @dataclass
 class Decision:
+    """The scenario with the evidence behind it."""
+
     scenario: str
     summary: str
     counts: dict[str, int]
@@ -24,11 +26,13 @@ class Decision:
     issues: list[CheckResult] = field(default_factory=list)
 
     def top_reasons(self, k: int = 5) -> list[str]:
+        """The k issues a reader should see first: failures, then by severity."""
         ranked = sorted(self.issues, key=lambda r: (r.status != FAIL, SEVERITY_ORDER[r.severity], r.id))
         return [f"{r.status} {r.id} ({r.severity}): {r.description} — {describe(r)}" for r in ranked[:k]]
 
 
 def describe(r: CheckResult) -> str:
+    """Measured value, threshold and note of a check, for people."""
     measured = "not measured" if r.value is None else f"{r.value:.4g} {r.unit}".strip()
     text = f"measured {measured}, needs {r.comparator} {r.threshold:g} {r.unit}".strip()
     return f"{text}; {r.note}" if r.note else text

@@ -45,6 +45,8 @@ class ProfileRules:
 
 @dataclass
 class CheckResult:
+    """One criterion's verdict with the numbers behind it (a row of decision.json)."""
+
     id: str
     part: str
     dimension: str
@@ -61,10 +63,12 @@ class CheckResult:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
         return asdict(self)
 
 
 def margin(value: float, comparator: str, threshold: float) -> float:
+    """Distance inside (+) or outside (-) the threshold, whatever the comparator's direction."""
     return value - threshold if comparator in (">=", ">") else threshold - value
 
 

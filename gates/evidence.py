@@ -27,6 +27,7 @@ def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Evidence]:
 
 
 def read_metrics_file(path: Path) -> dict[str, Any]:
+    """A metrics JSON object; a broken file is a ValueError naming it."""
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -23,6 +23,7 @@ ICONS = {"PASS": "✅", "FAIL": "❌", "INVALID": "⚠️", "NOT_IN_PROFILE": "�
 
 
 def decision_document(decision: Decision, results: list[CheckResult], context: dict[str, Any]) -> dict[str, Any]:
+    """The decision.json document."""
     return {
         "scenario": decision.scenario,
         "summary": decision.summary,
@@ -50,6 +51,7 @@ def _table(rows: list[CheckResult]) -> list[str]:
 
 
 def markdown(doc: dict[str, Any], results: list[CheckResult], plots: list[Path]) -> str:
+    """release_report.md: summary first, then one table per dimension."""
     ctx, counts = doc["context"], doc["counts"]
     out = [
         f"# Release gate: Scenario {doc['scenario']}",
@@ -77,6 +79,7 @@ def markdown(doc: dict[str, Any], results: list[CheckResult], plots: list[Path])
 
 
 def html_page(doc: dict[str, Any], results: list[CheckResult], plots: list[Path]) -> str:
+    """release_report.html: the same, self-contained (plots inlined)."""
     colour = {"A": "#1a7f37", "B": "#9a6700", "C": "#cf222e"}[doc["scenario"]]
     rows_by_dim = []
     for dim in DIMENSIONS:
@@ -116,6 +119,7 @@ model <code>{html.escape(str(ctx.get("model")))}</code>, git <code>{sha}</code>.
 def write_reports(
     out_dir: Path, decision: Decision, results: list[CheckResult], context: dict[str, Any], plots: list[Path]
 ) -> dict[str, Any]:
+    """Write decision.json and both reports; returns the document."""
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = decision_document(decision, results, context)
     (out_dir / "decision.json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -125,6 +129,7 @@ def write_reports(
 
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:
+    """The scenario line and its top reasons, for terminals and logs."""
     c = doc["counts"]
     head = f"Scenario {doc['scenario']}: {doc['summary']} (PASS {c['PASS']}, FAIL {c['FAIL']}, INVALID {c['INVALID']})"
     return [head, *[f"  - {r}" for r in doc["top_reasons"]]]

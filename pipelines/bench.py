@@ -87,6 +87,7 @@ def memory(p: TollgateConf, rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def write_plots(rows: list[dict[str, Any]], itl: list[float]) -> list[Path]:
+    """CSV for `dvc plots`, PNG for the report: throughput vs batch, ITL CDF."""
     PLOTS.mkdir(parents=True, exist_ok=True)
     with (PLOTS / "throughput.csv").open("w", newline="") as fh:
         w = csv.writer(fh)

@@ -24,10 +24,12 @@ PACKAGES = ("engine", "gates", "pipelines")
 
 
 def source_files() -> list[Path]:
+    """The Python files the code-quality numbers cover."""
     return sorted(f for pkg in PACKAGES for f in Path(pkg).rglob("*.py"))
 
 
 def compile_warnings(files: list[Path]) -> int:
+    """Warnings raised while compiling each file (Python's counterpart of -Wall)."""
     count = 0
     for path in files:
         with warnings.catch_warnings(record=True) as caught:
@@ -38,6 +40,7 @@ def compile_warnings(files: list[Path]) -> int:
 
 
 def ruff_violations() -> int:
+    """Ruff findings over the source packages (the project's static analysis)."""
     ruff = Path(sys.executable).with_name("ruff")
     out = subprocess.run(
         [str(ruff), "check", "--output-format", "json", "--exit-zero", *PACKAGES],
@@ -50,6 +53,7 @@ def ruff_violations() -> int:
 
 
 def complexity_and_sizes(files: list[Path]) -> dict[str, float]:
+    """Cyclomatic complexity and function/class lengths, by radon."""
     from radon.visitors import ComplexityVisitor
 
     functions, classes = [], []
@@ -114,6 +118,7 @@ def doc_coverage(files: list[Path]) -> dict[str, float]:
 
 @task
 def measure() -> dict[str, Any]:
+    """All code-quality numbers in one record."""
     files = source_files()
     return {
         "files": len(files),

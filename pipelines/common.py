@@ -21,6 +21,7 @@ REPORTS = Path("reports")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write atomically, so a crashed stage never leaves half a metrics file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".partial")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -29,6 +30,7 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 
 def hardware_fingerprint() -> dict[str, str]:
+    """Facts that tie a number to the machine that produced it."""
     import torch
 
     from engine.bench import cpu_name
@@ -51,6 +53,7 @@ def hardware_fingerprint() -> dict[str, str]:
 
 
 def git_sha() -> str:
+    """Commit of the working tree ("unknown" outside git)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=".", capture_output=True, text=True, check=True)
         return out.stdout.strip()

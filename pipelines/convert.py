@@ -45,6 +45,7 @@ def make_random_checkpoint(model: ModelConf, out: Path) -> Path:
 
 @task(retries=1, retry_delay_seconds=2)
 def convert_model(model: ModelConf) -> str:
+    """Write the engine checkpoint for the configured model source."""
     from engine.loader.convert import convert_gguf, gguf_in_package
 
     out = Path(model.path)

@@ -14,29 +14,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from gates.criteria import load_spec
-from gates.decision import classify
-from gates.evaluate import ProfileRules, evaluate
-from gates.evidence import collect, coverage_evidence, read_metrics_file, signoff_evidence
-from gates.report import summary_lines, write_reports
-from pipelines.common import METRICS, PLOTS, REPORTS, git_sha, hardware_fingerprint, stage_cli
+from gates.evidence import read_metrics_file
+from gates.report import summary_lines
+from gates.run import GateInputs, baseline_for, run_gate
+from pipelines.common import REPORTS, git_sha, hardware_fingerprint, stage_cli
 from pipelines.config import TollgateConf, load_params
-
-STAGES = ("bench", "quality", "stress", "code")
-TEST_SUMMARY = REPORTS / "tests" / "summary.json"  # written by `make test`
-COVERAGE = REPORTS / "tests" / "coverage.json"  # written by `make test`
-SIGNOFF = Path("release") / "signoff.yaml"
-
-
-def evidence_files() -> list[Path]:
-    return [*(METRICS / f"{s}.json" for s in STAGES), TEST_SUMMARY]
-
-
-def baseline_path(p: TollgateConf) -> Path:
-    return Path("baselines") / f"{p.profile.name}-{p.model.name}.json"
 
 
 def tracking_uri(p: TollgateConf) -> str:
+    """Absolute SQLite URI of the MLflow store (a relative sqlite:/// URI would follow the working directory)."""
     folder = Path(p.mlflow.tracking_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
@@ -44,37 +30,29 @@ def tracking_uri(p: TollgateConf) -> str:
 
 @task
 def decide(p: TollgateConf) -> dict[str, Any]:
-    spec = load_spec(Path(p.gate_spec))
-    evidence, keys_by_file = collect(evidence_files())
-    evidence.update(signoff_evidence(SIGNOFF, spec.signoff))
-    evidence.update(coverage_evidence(COVERAGE))
-    from gates.validate import validate_evidence
-
-    rejected = validate_evidence(evidence, keys_by_file)
-    if rejected:
-        get_run_logger().warning("%d metric(s) failed validation and count as INVALID", len(rejected))
-    baseline_file = baseline_path(p)
-    baseline = {}
-    if baseline_file.is_file():
-        baseline = {k: e.value for k, e in collect([baseline_file])[0].items() if e.value is not None}
-    rules = ProfileRules(name=p.profile.name, min_samples=p.profile.min_samples, baseline=baseline)
-    results = evaluate(spec, evidence, rules)
-    context = {
-        "profile": p.profile.name,
-        "model": p.model.name,
-        "quant": p.quant.name,
-        "cluster": p.cluster.name,
-        "git_sha": git_sha(),
-        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "hardware": hardware_fingerprint(),
-        "evidence_files": sorted(keys_by_file),
-        "baseline": str(baseline_file) if baseline else None,
-    }
-    plots = sorted(PLOTS.glob("*.png")) if PLOTS.is_dir() else []
-    return write_reports(REPORTS, classify(results, spec), results, context, plots)
+    """Evaluate with the pipeline's parameters and record where the evidence came from."""
+    inputs = GateInputs(
+        profile=p.profile.name,
+        spec=Path(p.gate_spec),
+        min_samples=p.profile.min_samples,
+        baseline=baseline_for(p.profile.name, p.model.name),
+        context={
+            "model": p.model.name,
+            "quant": p.quant.name,
+            "cluster": p.cluster.name,
+            "git_sha": git_sha(),
+            "timestamp": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "hardware": hardware_fingerprint(),
+        },
+    )
+    doc = run_gate(inputs)
+    if doc["context"]["rejected_by_validation"]:
+        get_run_logger().warning("metrics failed validation: %s", doc["context"]["rejected_by_validation"])
+    return doc
 
 
 def flat_params(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Nested parameters as MLflow's flat `a.b.c` keys."""
     if isinstance(obj, dict):
         out: dict[str, str] = {}
         for k, v in obj.items():
@@ -109,7 +87,7 @@ def log_to_mlflow(p: TollgateConf, doc: dict[str, Any], params_path: str) -> str
     with mlflow.start_run(run_name=f"release-gate-{ctx['profile']}-{ctx['model']}", tags=tags) as parent:
         mlflow.log_params(flat_params(params))
         mlflow.log_metrics({f"gate.{k}": v for k, v in doc["counts"].items()})
-        for path in evidence_files():
+        for path in GateInputs(profile=p.profile.name).metrics:
             if not path.is_file():
                 continue
             flat = flatten(read_metrics_file(path))

@@ -42,6 +42,7 @@ def validate_text(path: Path, min_tokens: int) -> dict[str, Any]:
 
 @task
 def perplexity(model_path: Path, text: Path, max_tokens: int, context: int, threads: int) -> dict[str, Any]:
+    """Perplexity of the model on the first `max_tokens` tokens of the text."""
     import torch
 
     from engine.eval import evaluate

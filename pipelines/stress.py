@@ -25,6 +25,7 @@ WARMUP_FRACTION = 0.25
 
 
 def rss_mb() -> float:
+    """Resident memory of this process now."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -46,6 +47,7 @@ def leak_detected(samples: list[tuple[float, float]]) -> tuple[bool, float]:
 
 
 def random_request(rng: random.Random, vocab: int, max_prompt: int, max_new: int) -> tuple[list[int], dict[str, Any]]:
+    """A random prompt and sampling settings; about 5% are invalid on purpose."""
     prompt = [rng.randrange(100, vocab - 100) for _ in range(rng.randint(1, max_prompt))]
     params = {
         "temperature": rng.choice([0.0, 0.7, 1.0]),
@@ -62,6 +64,7 @@ def random_request(rng: random.Random, vocab: int, max_prompt: int, max_new: int
 
 @task
 def soak(model_path: Path, duration_s: float, max_prompt: int, max_new: int, threads: int) -> dict[str, Any]:
+    """Drive the engine with a steady mix of requests for `duration_s`; count failures, sample memory."""
     from engine import LLM, SamplingParams
 
     log = get_run_logger()

@@ -48,6 +48,7 @@ def convert_gguf(src: Path, out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; exits 1 with the CheckpointError message on bad input."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--gguf", type=Path, help="path of the GGUF file to convert")

@@ -9,4 +9,5 @@ MODEL_CLASSES = dict.fromkeys(SUPPORTED_ARCHITECTURES, LlamaForCausalLM)
 
 
 def build_model(cfg: ModelConfig, max_positions: int | None = None) -> LlamaForCausalLM:
+    """The decoder class for the config's architecture."""
     return MODEL_CLASSES[cfg.architecture](cfg, max_positions)

@@ -18,6 +18,7 @@ MAX_PACKED_ROWS = 32
 
 
 def onednn_available() -> bool:
+    """Whether this torch build has oneDNN (the batched fast path)."""
     return torch.backends.mkldnn.is_available()
 
 
@@ -33,6 +34,7 @@ class CpuLinear(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One row: GEMV on the contiguous W^T; 2-32 rows: oneDNN; more: plain GEMM."""
         if x.shape[0] == 1 or x.shape[0] > MAX_PACKED_ROWS:
             return x @ self.weight_t if self.bias is None else torch.addmm(self.bias, x, self.weight_t)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")

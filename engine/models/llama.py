@@ -12,12 +12,14 @@ from engine.models.rope import RotaryEmbedding, apply_rotary
 
 
 class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale (torch's fused op)."""
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise the last dimension."""
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
@@ -43,6 +45,7 @@ class DecoderLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
+        """x + attention(norm(x)), then + MLP(norm(x)); K/V go into the paged pool."""
         t = x.shape[0]
         qkv = self.qkv_proj(self.input_layernorm(x))
         qk_heads = self.num_heads + self.kv_heads
@@ -77,6 +80,7 @@ class LlamaForCausalLM(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
+        """Final hidden states for the step's tokens (logits are computed separately, for few rows)."""
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary.tables(positions, x.dtype)
         for layer in self.layers:
@@ -84,6 +88,7 @@ class LlamaForCausalLM(nn.Module):
         return x
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits for the rows that sample."""
         return self.lm_head(self.norm(hidden))
 
     @torch.inference_mode()

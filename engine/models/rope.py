@@ -8,6 +8,7 @@ from engine.config import ModelConfig
 
 
 def rope_type(cfg: ModelConfig) -> str:
+    """The config's RoPE variant name (`default` when unscaled)."""
     scaling = cfg.rope_scaling or {}
     return scaling.get("rope_type") or scaling.get("type") or "default"
 

@@ -74,13 +74,15 @@ def test_smollm2_greedy_64_tokens_match_transformers(smollm2: Path) -> None:
     llm = LLM(smollm2)
     hf = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
     prompts = [llm.chat_prompt([{"role": "user", "content": p}]) for p in PROMPTS]
-    params = SamplingParams(temperature=0.0, max_tokens=64)
+    # 64 tokens each: EOS is suppressed on both sides (logit bias -100 here, min_new_tokens in transformers)
+    params = SamplingParams(temperature=0.0, max_tokens=64, ignore_eos=True, logit_bias={2: -100.0})
     ours = llm.generate(prompts, params)
     for prompt, out in zip(prompts, ours, strict=True):
         with torch.no_grad():
             ref = hf.generate(
-                torch.tensor([prompt]), do_sample=False, max_new_tokens=64, eos_token_id=2, pad_token_id=2
+                torch.tensor([prompt]), do_sample=False, max_new_tokens=64, min_new_tokens=64, pad_token_id=2
             )[0, len(prompt) :].tolist()
+        assert len(ref) == 64
         assert out.outputs[0].token_ids == ref
 
 

@@ -31,7 +31,8 @@ def write(path: Path, data: object) -> Path:
 
 
 @pytest.fixture
-def spec(tmp_path: Path) -> Path:
+def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # the CLI's defaults (params.yaml, baselines/, reports/tests/) are cwd-relative
     return write(tmp_path / "spec.yaml", SPEC)
 
 
@@ -99,6 +100,20 @@ def test_signoff_and_coverage_evidence(spec: Path, tmp_path: Path) -> None:
     write(tmp_path / "cov.json", {"totals": {"percent_covered": 91.5, "num_statements": 2000}})
     assert coverage_evidence(tmp_path / "cov.json")["tests.coverage_pct"].value == 91.5
     assert coverage_evidence(tmp_path / "none.json") == {}
+
+
+def test_defaults_follow_params_yaml(spec: Path, tmp_path: Path) -> None:
+    write(tmp_path / "params.yaml", "profile: {name: ci, min_samples: 10}\nmodel: {name: m}\n")
+    Path("metrics").mkdir()
+    write(
+        Path("metrics/bench.json"),
+        {"bench": {"batch1": {"decode_tok_s": 12}}, "latency": {"itl_ms": {"p95": 5, "n": 10}}},
+    )
+    Path("baselines").mkdir()
+    write(Path("baselines/ci-m.json"), {"bench": {"batch1": {"decode_tok_s": 12}}})
+    assert main(["evaluate", "--spec", str(spec), "--no-validate"]) == 0
+    doc = json.loads(Path("reports/decision.json").read_text())
+    assert doc["scenario"] == "A" and doc["context"]["baseline"] == "baselines/ci-m.json"
 
 
 def test_bad_spec_is_a_clean_error(tmp_path: Path, capsys) -> None:
