@@ -98,6 +98,13 @@ class LlamaForCausalLM(nn.Module):
         positions = torch.arange(len(token_ids), device=ids.device)
         return self.compute_logits(self(ids, positions, AttentionMetadata.no_cache([len(token_ids)])))
 
+    @torch.inference_mode()
+    def embed(self, token_ids: list[int]) -> torch.Tensor:
+        """Sentence embedding: the mean over tokens of the final-norm hidden states (no KV cache)."""
+        ids = torch.tensor(token_ids, dtype=torch.long, device=self.embed_tokens.weight.device)
+        positions = torch.arange(len(token_ids), device=ids.device)
+        return self.norm(self(ids, positions, AttentionMetadata.no_cache([len(token_ids)]))).mean(0)
+
     def load_hf_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load HF-named weights, fusing q/k/v and gate/up; complains about anything missing or unused."""
         state = dict(state)

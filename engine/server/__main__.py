@@ -1,0 +1,38 @@
+"""Serve models over the OpenAI API.
+
+    python -m engine.server --model models/smollm2-135m-instruct [--model PATH2] --host 127.0.0.1 --port 8000
+
+Each model is served under its directory name. /health answers 503 until every model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.engine import EngineConfig
+from engine.server.app import ServerConfig, build_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: build the app and run it under uvicorn."""
+    import uvicorn
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", action="append", required=True, help="checkpoint directory (repeat for several)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-waiting", type=int, default=64, help="queued requests beyond which clients get 429")
+    p.add_argument("--max-num-seqs", type=int, default=64, help="sequences decoded together")
+    p.add_argument("--kv-cache-mb", type=int, default=512, help="KV-cache pool per model, MiB")
+    p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    engine = EngineConfig(kv_cache_bytes=args.kv_cache_mb * 2**20, max_num_seqs=args.max_num_seqs, threads=args.threads)
+    app = build_app(ServerConfig(models=args.model, engine=engine, max_waiting=args.max_waiting))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

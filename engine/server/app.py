@@ -1,0 +1,311 @@
+"""The OpenAI-compatible HTTP API over one or more engines (FastAPI).
+
+Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both stream over SSE), POST
+/v1/embeddings (mean of the final-norm hidden states over the input tokens), GET /health, GET /metrics.
+Errors use OpenAI's shape; a bad request never takes the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from engine.engine import EngineConfig, LLMEngine
+from engine.outputs import CompletionOutput
+from engine.server.async_engine import AsyncEngine, QueueFullError
+from engine.server.metrics import ServerMetrics
+from engine.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, error_response
+from engine.server.responses import chat_body, completion_body, encode_embedding, finish_reason, new_id, sse, usage
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = 1
+
+
+@dataclass
+class ServerConfig:
+    """What to serve and how much to queue."""
+
+    models: list[str]
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    max_waiting: int = 64
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def model_name(path: str) -> str:
+    return Path(path).name
+
+
+class Server:
+    """Holds the engines (loaded in the background so /health can say 503 while loading) and the metrics."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.engines: dict[str, AsyncEngine] = {}
+        self.metrics = ServerMetrics()
+        self.load_error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return len(self.engines) == len(self.config.models)
+
+    async def load(self) -> None:
+        for path in self.config.models:
+            try:
+                engine = await asyncio.to_thread(LLMEngine, path, self.config.engine)
+            except Exception as exc:  # report through /health instead of dying in a background task
+                self.load_error = f"{path}: {exc}"
+                log.exception("model load failed")
+                return
+            async_engine = AsyncEngine(engine, model_name(path), self.config.max_waiting)
+            async_engine.start()
+            self.engines[async_engine.name] = async_engine
+
+    def engine_for(self, name: str) -> AsyncEngine:
+        if not self.ready:
+            raise ApiError(503, "models are still loading; retry shortly", code="loading")
+        if name not in self.engines:
+            raise ApiError(
+                404, f"model {name!r} not found; available: {sorted(self.engines)}", "model", "model_not_found"
+            )
+        return self.engines[name]
+
+
+def _params(req: SamplingFields, eng: AsyncEngine, prompt_len: int, max_tokens: int | None, logprobs: int | None):
+    limit = eng.engine.max_model_len
+    if prompt_len >= limit:
+        raise ApiError(
+            400,
+            f"prompt is {prompt_len} tokens; this model's context is {limit}",
+            "messages",
+            "context_length_exceeded",
+        )
+    budget = limit - prompt_len
+    try:
+        return req.sampling_params(min(max_tokens or budget, budget), logprobs)
+    except ValueError as exc:
+        raise ApiError(400, str(exc), str(exc).split()[0]) from None
+
+
+async def _submit(
+    server: Server, eng: AsyncEngine, ids: list[int], params: Any, request: Request
+) -> AsyncIterator[Any]:
+    start = time.perf_counter()
+    try:
+        stream = await eng.submit(ids, params)
+    except QueueFullError as exc:
+        server.metrics.requests.labels(eng.name, "429").inc()
+        raise ApiError(429, f"server busy: {exc}; retry later", code="queue_full") from None
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    server.metrics.prompt_tokens.labels(eng.name).inc(len(ids))
+    server.metrics.requests.labels(eng.name, "200").inc()
+    return _until_disconnect(request, server.metrics.observe(eng.name, start, stream))
+
+
+async def _until_disconnect(request: Request, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Stop reading (which aborts the request and frees its KV blocks) as soon as the client has gone.
+
+    uvicorn keeps accepting writes for a vanished client, so the stream itself would never notice.
+    """
+    try:
+        async for delta in stream:
+            if await request.is_disconnected():
+                log.info("client disconnected: aborting its request")
+                return
+            yield delta
+    finally:
+        await stream.aclose()
+
+
+async def _collect(stream: AsyncIterator[Any], n: int) -> list[CompletionOutput]:
+    outs = [CompletionOutput(index=i, text="", token_ids=[], logprobs=[]) for i in range(n)]
+    async for d in stream:
+        o = outs[d.index]
+        o.text += d.text
+        o.token_ids.extend(d.token_ids)
+        o.logprobs.extend(d.logprobs)
+        o.finish_reason, o.stop_reason = d.finish_reason, d.stop_reason
+    return outs
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """Closes its body iterator however the response ends, so a vanished client's request is aborted now.
+
+    Starlette leaves the iterator to the garbage collector when the client disconnects mid-stream.
+    """
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
+
+
+def _event_stream(
+    stream: AsyncIterator[Any], head: dict[str, Any], chat: bool, prompt_tokens: int, include_usage: bool, n: int
+) -> StreamingResponse:
+    async def events() -> AsyncIterator[str]:
+        generated = 0
+        if chat:
+            for i in range(n):
+                yield sse(
+                    {
+                        **head,
+                        "choices": [
+                            {
+                                "index": i,
+                                "delta": {"role": "assistant", "content": ""},
+                                "logprobs": None,
+                                "finish_reason": None,
+                            }
+                        ],
+                    }
+                )
+        async for d in stream:
+            generated += len(d.token_ids)
+            if not d.text and d.finish_reason is None:
+                continue
+            part = {"delta": {"content": d.text}} if chat else {"text": d.text}
+            choice = {"index": d.index, **part, "logprobs": None, "finish_reason": finish_reason(d.finish_reason)}
+            yield sse({**head, "choices": [choice]})
+        if include_usage:
+            yield sse({**head, "choices": [], "usage": usage(prompt_tokens, generated)})
+        yield sse("[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def build_app(config: ServerConfig) -> FastAPI:
+    server = Server(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(server.load())
+        yield
+        loading.cancel()
+        for eng in server.engines.values():
+            await eng.stop()
+
+    app = FastAPI(title="Tollgate OpenAI-compatible server", lifespan=lifespan)
+    app.state.server = server
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
+        return error_response(exc.status, exc.message, exc.param, exc.code, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in first.get("loc", []) if p != "body"]
+        message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request body')}"
+        return error_response(400, message, ".".join(loc) or None, "invalid_request")
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, f"internal error: {type(exc).__name__}")
+
+    @app.get("/health")
+    async def health() -> Response:
+        if server.load_error:
+            return error_response(503, f"model failed to load: {server.load_error}", code="load_failed")
+        if not server.ready:
+            return error_response(503, "models are still loading", code="loading", headers={"Retry-After": "1"})
+        return JSONResponse({"status": "ok", "models": sorted(server.engines)})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(server.metrics.render(server.engines), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        created = int(time.time())
+        return {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": created, "owned_by": "tollgate"} for name in server.engines
+            ],
+        }
+
+    @app.post("/v1/completions")
+    async def completions(req: CompletionRequest, request: Request) -> Response:
+        eng = server.engine_for(req.model)
+        prompt = (
+            req.prompt[0]
+            if isinstance(req.prompt, list) and req.prompt and isinstance(req.prompt[0], str)
+            else req.prompt
+        )
+        ids = eng.engine.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise ApiError(400, "prompt must not be empty", "prompt")
+        params = _params(req, eng, len(ids), req.max_tokens, req.logprobs)
+        stream = await _submit(server, eng, ids, params, request)
+        if req.stream:
+            head = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model}
+            return _event_stream(stream, head, False, len(ids), req.include_usage, req.n)
+        outs = await _collect(stream, req.n)
+        return JSONResponse(completion_body(req.model, outs, len(ids), eng.engine.tokenizer, req.logprobs is not None))
+
+    @app.post("/v1/chat/completions")
+    async def chat(req: ChatRequest, request: Request) -> Response:
+        eng = server.engine_for(req.model)
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        try:
+            rendered = eng.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        except Exception as exc:  # a template that rejects these messages (e.g. role order) is the client's error
+            raise ApiError(400, f"messages do not fit the model's chat template: {exc}", "messages") from None
+        ids = list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
+        top = (req.top_logprobs or 0) if req.logprobs else None
+        params = _params(req, eng, len(ids), req.max_completion_tokens or req.max_tokens, top)
+        stream = await _submit(server, eng, ids, params, request)
+        if req.stream:
+            head = {
+                "id": new_id("chatcmpl"),
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": req.model,
+            }
+            return _event_stream(stream, head, True, len(ids), req.include_usage, req.n)
+        outs = await _collect(stream, req.n)
+        return JSONResponse(chat_body(req.model, outs, len(ids), eng.engine.tokenizer, req.logprobs))
+
+    @app.post("/v1/embeddings")
+    async def embeddings(req: EmbeddingRequest) -> dict[str, Any]:
+        eng = server.engine_for(req.model)
+        inputs = (
+            req.input
+            if isinstance(req.input, list) and req.input and not isinstance(req.input[0], int)
+            else [req.input]
+        )
+        batches = [eng.engine.encode(x) if isinstance(x, str) else list(x) for x in inputs]
+        if any(not ids or len(ids) > eng.engine.max_model_len for ids in batches):
+            raise ApiError(400, f"each input must have 1 to {eng.engine.max_model_len} tokens", "input")
+        vectors = [await eng.embed(ids) for ids in batches]
+        total = sum(map(len, batches))
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": encode_embedding(v, req.encoding_format)}
+                for i, v in enumerate(vectors)
+            ],
+            "model": req.model,
+            "usage": {"prompt_tokens": total, "total_tokens": total},
+        }
+
+    return app

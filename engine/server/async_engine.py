@@ -1,0 +1,131 @@
+"""The engine behind an event loop: one worker thread owns the engine, each request reads its own queue.
+
+Every engine call (add, abort, step) runs on a single-thread executor, so the engine needs no locks and the
+event loop never blocks on a forward pass. A background task steps the engine while it has work and routes
+each step's deltas to the queues of their requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from engine.engine import LLMEngine
+from engine.outputs import StreamDelta
+from engine.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+class QueueFullError(RuntimeError):
+    """More requests are waiting than the server accepts; the client should retry later."""
+
+
+class AsyncEngine:
+    """Serve one model's `LLMEngine` to many concurrent asyncio consumers."""
+
+    def __init__(self, engine: LLMEngine, name: str, max_waiting: int = 64) -> None:
+        self.engine = engine
+        self.name = name
+        self.max_waiting = max_waiting
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{name}")
+        self._queues: dict[str, asyncio.Queue[StreamDelta | BaseException]] = {}
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._ids = itertools.count()
+        self._inflight = 0  # sequences submitted and not yet finished, counted on the event loop (no race)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._run(), name=f"engine-loop-{self.name}")
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            self._loop_task = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.engine.scheduler.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.engine.scheduler.running)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queues:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            try:
+                deltas = await self._call(self.engine.step)
+            except Exception as exc:  # never let one bad step kill the server: fail the requests in flight
+                log.exception("engine step failed")
+                for request_id, queue in list(self._queues.items()):
+                    queue.put_nowait(exc)
+                    await self._call(self.engine.abort_request, request_id)
+                continue
+            for delta in deltas:
+                queue = self._queues.get(delta.request_id)
+                if queue is not None:
+                    queue.put_nowait(delta)
+            if not deltas:  # a prefill chunk, or nothing schedulable yet: yield the loop briefly
+                await asyncio.sleep(0.001)
+
+    async def submit(self, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[StreamDelta]:
+        """Queue a request now (raising QueueFullError or ValueError at once) and return its delta stream.
+
+        Leaving the stream early (client gone, task cancelled) aborts the request and frees its KV blocks.
+        """
+        capacity = self.engine.config.max_num_seqs + self.max_waiting
+        if self._inflight + params.n > capacity:
+            waiting = max(0, self._inflight - self.engine.config.max_num_seqs)
+            raise QueueFullError(f"{waiting} sequences are waiting (limit {self.max_waiting})")
+        request_id = f"{self.name}-{next(self._ids)}"
+        queue: asyncio.Queue[StreamDelta | BaseException] = asyncio.Queue()
+        self._queues[request_id] = queue
+        self._inflight += params.n
+        try:
+            await self._call(self.engine.add_request, prompt, params, request_id)
+        except BaseException:
+            del self._queues[request_id]
+            self._inflight -= params.n
+            raise
+        self._wakeup.set()
+        return self._stream(request_id, queue, params.n)
+
+    async def _stream(
+        self, request_id: str, queue: asyncio.Queue[StreamDelta | BaseException], n: int
+    ) -> AsyncIterator[StreamDelta]:
+        remaining = n
+        try:
+            while remaining:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise RuntimeError(f"engine failure: {item}") from item
+                if item.finish_reason is not None:
+                    remaining -= 1
+                yield item
+        finally:
+            # No await here: a cancelled task (client gone) would be cancelled again at any await, and the
+            # abort must still happen. The engine thread runs it between steps.
+            del self._queues[request_id]
+            self._inflight -= n
+            self._executor.submit(self._finish, request_id)
+
+    def _finish(self, request_id: str) -> None:
+        if request_id in self.engine.requests:
+            self.engine.abort_request(request_id)
+            self.engine.pop_output(request_id)
+
+    async def embed(self, token_ids: list[int]) -> list[float]:
+        """Mean-pooled final hidden state of the tokens (on the engine thread, between steps)."""
+        return await self._call(lambda: self.engine.model.embed(token_ids).tolist())
