@@ -121,6 +121,18 @@ class StressSettings:
 
 
 @dataclass
+class ServeSettings:
+    """Load on the live server: requests, concurrency, sizes and the goodput SLOs."""
+
+    requests: int
+    concurrency: int
+    prompt_len: int
+    max_tokens: int
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+
+
+@dataclass
 class ProfileConf:
     """How much evidence a profile gathers (ci, weekly, release)."""
 
@@ -132,6 +144,7 @@ class ProfileConf:
     latency: LatencySettings
     quality: QualitySettings
     stress: StressSettings
+    serve: ServeSettings
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The whole release gate as one Prefect flow: convert → bench → quality → stress → codecheck → gate.
+"""The whole release gate as one Prefect flow: convert → bench → quality → serve → stress → codecheck → gate.
 
     python -m pipelines.release_gate [--params params.yaml]
 
@@ -20,6 +20,7 @@ from pipelines.common import stage_cli
 from pipelines.convert import convert_flow
 from pipelines.gate import gate_flow
 from pipelines.quality import quality_flow
+from pipelines.serve import serve_flow
 from pipelines.stress import stress_flow
 
 
@@ -29,6 +30,7 @@ def release_gate(params_path: str = "params.yaml") -> dict[str, Any]:
     convert_flow(params_path)
     bench_flow(params_path)
     quality_flow(params_path)
+    serve_flow(params_path)
     stress_flow(params_path)
     codecheck_flow(params_path)
     return gate_flow(params_path)

@@ -18,8 +18,19 @@ for _key, _value in {
 }.items():
     os.environ[_key] = _value
 
+import socket  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import httpx  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import uvicorn  # noqa: E402
+
+from engine.engine import EngineConfig  # noqa: E402
+from engine.server.app import ServerConfig, build_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = ROOT / "models" / "smollm2-135m-instruct"
@@ -112,3 +123,53 @@ def pytest_configure(config: pytest.Config) -> None:
     import time
 
     config._tollgate_start = time.time()
+
+
+# -- a live OpenAI-compatible server on 127.0.0.1 (uvicorn in a thread, so tests can look at its engine) --
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: object
+    uvicorn_server: uvicorn.Server
+    thread: threading.Thread
+
+    def engine(self, name: str):
+        return self.app.state.server.engines[name].engine
+
+    def stop(self) -> None:
+        self.uvicorn_server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(config: ServerConfig, timeout: float = 180) -> LiveServer:
+    app = build_app(config)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return LiveServer(url, app, server, thread)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.should_exit = True
+    raise RuntimeError(f"server at {url} not healthy within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def live(smollm2: Path) -> Iterator[LiveServer]:
+    server = start_server(ServerConfig(models=[str(smollm2)], engine=EngineConfig(kv_cache_bytes=256 * 2**20)))
+    yield server
+    server.stop()

@@ -33,6 +33,7 @@ class SamplingFields(BaseModel):
     presence_penalty: float = 0.0
     repetition_penalty: float = 1.0
     logit_bias: dict[str, float] | None = None
+    ignore_eos: bool = False  # vLLM's extension: generate exactly max_tokens (load testing)
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
@@ -57,6 +58,7 @@ class SamplingFields(BaseModel):
             repetition_penalty=self.repetition_penalty,
             logprobs=logprobs,
             logit_bias=bias,
+            ignore_eos=self.ignore_eos,
         )
 
     @property

@@ -24,6 +24,10 @@ OVERRIDES = [
     "profile.latency.new_tokens=8",
     "profile.quality.max_tokens=512",
     "profile.stress.duration_s=8",
+    "profile.serve.requests=4",
+    "profile.serve.concurrency=2",
+    "profile.serve.prompt_len=16",
+    "profile.serve.max_tokens=4",
 ]
 
 
@@ -66,9 +70,11 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     assert len(doc["checks"]) == 110 and doc["context"]["model"] == "tiny-random"
     statuses = {c["id"]: c["status"] for c in doc["checks"]}
     assert statuses["quality.static_analysis"] in {"PASS", "FAIL"}  # measured by the codecheck stage
+    assert statuses["compat.openai_parameters"] == "PASS"  # probed on the live server by the serve stage
+    assert statuses["reliability.errors.model_load"] == "PASS"
     assert statuses["perf.throughput.two_node"] == "NOT_IN_PROFILE"
     assert "Scenario" in (repro / "repro.log").read_text()
-    for name in ("bench", "quality", "stress", "code"):
+    for name in ("bench", "quality", "serve", "stress", "code"):
         assert (repro / "metrics" / f"{name}.json").is_file()
     assert (repro / "reports" / "release_report.html").stat().st_size > 1000
 
@@ -81,7 +87,7 @@ def test_mlflow_holds_the_run_with_its_metrics(repro: Path) -> None:
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1
     stages = {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-    assert {"bench", "quality", "stress", "code"} <= set(stages)
+    assert {"bench", "quality", "serve", "stress", "code"} <= set(stages)
     assert stages["bench"].data.metrics["bench.batch1.decode_tok_s"] > 0
     assert stages["quality"].data.metrics["quality.perplexity"] > 1
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from engine.engine import EngineConfig
 from engine.server.app import ServerConfig, build_app
-from tests.engine.server.conftest import start_server
+from tests.conftest import start_server
 
 MODEL = "smollm2-135m-instruct"
 

@@ -1,0 +1,127 @@
+"""Stage `serve`: a real server under load (`python -m pipelines.serve`).
+
+Starts `python -m engine.server` on a free loopback port, runs the load generator (streaming clients, TTFT /
+TPOT / ITL percentiles with n), probes OpenAI API coverage and error handling, stops the server. Writes
+metrics/serve.json (namespaces `serve`, `api`, `faults`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prefect import flow, get_run_logger, task
+
+from engine.loadgen import run_load, summarize
+from pipelines.api_probe import probe
+from pipelines.common import METRICS, stage_cli, write_json
+from pipelines.config import TollgateConf, load_params
+
+STARTUP_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before becoming healthy")
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"server at {url} not healthy after {timeout:.0f}s")
+
+
+@task(retries=1, retry_delay_seconds=5)
+def serve_and_measure(p: TollgateConf) -> dict[str, Any]:
+    """Server up, load, probes, server down (always)."""
+    s = p.profile.serve
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine.server",
+        "--model",
+        p.model.path,
+        "--port",
+        str(port),
+        "--threads",
+        str(p.profile.threads),
+        "--log-level",
+        "warning",
+    ]
+    proc = subprocess.Popen(cmd)
+    try:
+        wait_healthy(url, proc, STARTUP_TIMEOUT_S)
+        model = Path(p.model.path).name
+        load_args = argparse.Namespace(
+            url=url,
+            model=model,
+            requests=s.requests,
+            concurrency=s.concurrency,
+            rate=None,
+            poisson=False,
+            prompt_len=s.prompt_len,
+            max_tokens=s.max_tokens,
+            warmup=2,
+            timeout=600,
+            seed=0,
+            slo_ttft_ms=s.slo_ttft_ms,
+            slo_tpot_ms=s.slo_tpot_ms,
+        )
+        results, wall = asyncio.run(run_load(load_args))
+        load = summarize(results, wall, load_args)
+        get_run_logger().info(
+            "%d/%d requests, %.1f output tok/s", load["completed"], load["requests"], load["output_tok_s"]
+        )
+        return {"serve": {**load, "concurrency": s.concurrency}, **probe(url, model)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@task
+def model_load_errors_are_clear(p: TollgateConf) -> dict[str, Any]:
+    """A missing checkpoint must fail with a message that names it (criteria 4.2, model load failure)."""
+    from engine.loader import CheckpointError, load_model
+
+    missing = Path(p.model.path).with_name("does-not-exist")
+    try:
+        load_model(missing)
+    except CheckpointError as exc:
+        return {"model_load": {"handled": int(str(missing) in str(exc))}}
+    return {"model_load": {"handled": 0}}
+
+
+@flow(name="serve")
+def serve_flow(params_path: str = "params.yaml") -> dict[str, Any]:
+    """Measure the served model under load and its API coverage."""
+    p = load_params(Path(params_path))
+    metrics = serve_and_measure(p)
+    metrics["faults"].update(model_load_errors_are_clear(p))
+    write_json(METRICS / "serve.json", metrics)
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(stage_cli(serve_flow, __doc__))
