@@ -17,6 +17,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,28 +117,33 @@ async def run_load(args: argparse.Namespace) -> tuple[list[RequestResult], float
         return results, time.perf_counter() - start
 
 
+def meets_slo(r: RequestResult, args: argparse.Namespace) -> bool:
+    """Goodput: the request met every SLO given (TTFT and TPOT, in ms)."""
+    ttft_ok = args.slo_ttft_ms is None or (r.ttft_s is not None and r.ttft_s * 1000 <= args.slo_ttft_ms)
+    tpot_ok = args.slo_tpot_ms is None or (r.tpot_s is not None and r.tpot_s * 1000 <= args.slo_tpot_ms)
+    return ttft_ok and tpot_ok
+
+
 def summarize(results: list[RequestResult], wall_s: float, args: argparse.Namespace) -> dict[str, Any]:
+    """Throughput, goodput, error counts by status and latency percentiles (ms) of the completed requests."""
     ok = [r for r in results if r.status == 200 and r.e2e_s is not None]
-    errors: dict[str, int] = {}
-    for r in results:
-        if r not in ok:
-            errors[str(r.status)] = errors.get(str(r.status), 0) + 1
-    ms = 1000.0
-
-    def good(r: RequestResult) -> bool:
-        return (args.slo_ttft_ms is None or (r.ttft_s or 1e9) * ms <= args.slo_ttft_ms) and (
-            args.slo_tpot_ms is None or (r.tpot_s or 1e9) * ms <= args.slo_tpot_ms
-        )
-
-    tokens = sum(r.output_tokens for r in ok)
+    errors = Counter(str(r.status) for r in results if r not in ok)
     return {
         "requests": len(results),
         "completed": len(ok),
-        "errors": errors,
+        "errors": dict(errors),
         "duration_s": wall_s,
         "request_throughput_rps": len(ok) / wall_s,
-        "output_tok_s": tokens / wall_s,
-        "goodput_rps": sum(good(r) for r in ok) / wall_s,
+        "output_tok_s": sum(r.output_tokens for r in ok) / wall_s,
+        "goodput_rps": sum(meets_slo(r, args) for r in ok) / wall_s,
+        **latency_percentiles(ok),
+    }
+
+
+def latency_percentiles(ok: list[RequestResult]) -> dict[str, dict[str, float | int]]:
+    """TTFT, TPOT, ITL and end-to-end percentiles in ms, each with its n."""
+    ms = 1000.0
+    return {
         "ttft_ms": percentiles([r.ttft_s * ms for r in ok if r.ttft_s is not None]),
         "tpot_ms": percentiles([r.tpot_s * ms for r in ok if r.tpot_s is not None]),
         "itl_ms": percentiles([g * ms for r in ok for g in r.itl_s]),
