@@ -25,7 +25,7 @@ from engine.outputs import CompletionOutput
 from engine.server.async_engine import AsyncEngine, QueueFullError
 from engine.server.metrics import ServerMetrics
 from engine.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, error_response
-from engine.server.responses import chat_body, completion_body, encode_embedding, finish_reason, new_id, sse, usage
+from engine.server.responses import encode_embedding, finish_reason, new_id, response_body, sse, usage
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
@@ -260,7 +260,9 @@ def build_app(config: ServerConfig) -> FastAPI:
             head = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model}
             return _event_stream(stream, head, False, len(ids), req.include_usage, req.n)
         outs = await _collect(stream, req.n)
-        return JSONResponse(completion_body(req.model, outs, len(ids), eng.engine.tokenizer, req.logprobs is not None))
+        return JSONResponse(
+            response_body(False, req.model, outs, len(ids), eng.engine.tokenizer, req.logprobs is not None)
+        )
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Response:
@@ -283,7 +285,7 @@ def build_app(config: ServerConfig) -> FastAPI:
             }
             return _event_stream(stream, head, True, len(ids), req.include_usage, req.n)
         outs = await _collect(stream, req.n)
-        return JSONResponse(chat_body(req.model, outs, len(ids), eng.engine.tokenizer, req.logprobs))
+        return JSONResponse(response_body(True, req.model, outs, len(ids), eng.engine.tokenizer, req.logprobs))
 
     @app.post("/v1/embeddings")
     async def embeddings(req: EmbeddingRequest) -> dict[str, Any]:

@@ -61,44 +61,28 @@ def chat_logprobs(tokenizer: Any, logprobs: list[TokenLogprob]) -> dict[str, Any
     }
 
 
-def completion_body(
-    model: str, outs: list[CompletionOutput], prompt_tokens: int, tokenizer: Any, want_logprobs: bool
+def response_body(
+    chat: bool, model: str, outs: list[CompletionOutput], prompt_tokens: int, tokenizer: Any, want_logprobs: bool
 ) -> dict[str, Any]:
+    """A non-streamed reply: `chat.completion` (message, chat logprobs) or `text_completion` (text, legacy)."""
+    choices = []
+    for o in outs:
+        lps = o.logprobs or []
+        if chat:
+            part = {"message": {"role": "assistant", "content": o.text}}
+            logprobs = chat_logprobs(tokenizer, lps) if want_logprobs else None
+        else:
+            part = {"text": o.text}
+            logprobs = completion_logprobs(tokenizer, lps) if want_logprobs else None
+        choices.append(
+            {"index": o.index, **part, "logprobs": logprobs, "finish_reason": finish_reason(o.finish_reason)}
+        )
     return {
-        "id": new_id("cmpl"),
-        "object": "text_completion",
+        "id": new_id("chatcmpl" if chat else "cmpl"),
+        "object": "chat.completion" if chat else "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
-            {
-                "index": o.index,
-                "text": o.text,
-                "logprobs": completion_logprobs(tokenizer, o.logprobs or []) if want_logprobs else None,
-                "finish_reason": finish_reason(o.finish_reason),
-            }
-            for o in outs
-        ],
-        "usage": usage(prompt_tokens, sum(len(o.token_ids) for o in outs)),
-    }
-
-
-def chat_body(
-    model: str, outs: list[CompletionOutput], prompt_tokens: int, tokenizer: Any, want_logprobs: bool
-) -> dict[str, Any]:
-    return {
-        "id": new_id("chatcmpl"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": o.index,
-                "message": {"role": "assistant", "content": o.text},
-                "logprobs": chat_logprobs(tokenizer, o.logprobs or []) if want_logprobs else None,
-                "finish_reason": finish_reason(o.finish_reason),
-            }
-            for o in outs
-        ],
+        "choices": choices,
         "usage": usage(prompt_tokens, sum(len(o.token_ids) for o in outs)),
     }
 
