@@ -1,0 +1,1 @@
+"""A request router over engine replicas."""

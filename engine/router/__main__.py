@@ -1,0 +1,37 @@
+"""Serve a model from N engine replicas (separate processes) behind one OpenAI endpoint.
+
+    python -m engine.router --model models/smollm2-135m-instruct --replicas 2 --host 127.0.0.1 --port 8000
+
+GET /admin/replicas lists each replica's id, url, pid, health and outstanding requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.router.app import build_router
+from engine.router.replicas import ReplicaSet
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: start the replicas and the router under uvicorn."""
+    import uvicorn
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="checkpoint directory")
+    p.add_argument("--replicas", type=int, default=2)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--threads", type=int, help="torch threads per replica")
+    p.add_argument("--max-outstanding", type=int, default=64, help="requests in flight beyond which clients get 429")
+    args = p.parse_args(argv)
+    if args.replicas < 1:
+        p.error("--replicas must be >= 1")
+    app = build_router(ReplicaSet(args.model, args.replicas, args.threads), args.max_outstanding)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
