@@ -2,7 +2,8 @@
 
     python -m engine.server --model models/smollm2-135m-instruct [--model PATH2] --host 127.0.0.1 --port 8000
 
-Each model is served under its directory name. /health answers 503 until every model is loaded.
+Each model is served under its directory name. /health answers 503 until the models are loaded; with
+--memory-budget-mb only the first loads at start and the others on demand (least recently used unloaded).
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-num-seqs", type=int, default=64, help="sequences decoded together")
     p.add_argument("--kv-cache-mb", type=int, default=512, help="KV-cache pool per model, MiB")
     p.add_argument("--threads", type=int, help="torch threads")
+    p.add_argument(
+        "--memory-budget-mb",
+        type=float,
+        help="load models on demand within this budget, unloading the least recently used",
+    )
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
     engine = EngineConfig(kv_cache_bytes=args.kv_cache_mb * 2**20, max_num_seqs=args.max_num_seqs, threads=args.threads)
-    app = build_app(ServerConfig(models=args.model, engine=engine, max_waiting=args.max_waiting))
+    config = ServerConfig(args.model, engine, args.max_waiting, args.memory_budget_mb)
+    app = build_app(config)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

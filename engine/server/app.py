@@ -13,17 +13,17 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from engine.engine import EngineConfig, LLMEngine
+from engine.engine import EngineConfig
 from engine.outputs import CompletionOutput
 from engine.server.async_engine import AsyncEngine, QueueFullError
 from engine.server.metrics import ServerMetrics
+from engine.server.models import ModelPool, ModelUnavailableError
 from engine.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, error_response
 from engine.server.responses import encode_embedding, finish_reason, new_id, response_body, sse, usage
 
@@ -38,6 +38,7 @@ class ServerConfig:
     models: list[str]
     engine: EngineConfig = field(default_factory=EngineConfig)
     max_waiting: int = 64
+    memory_budget_mb: float | None = None  # None: load every model at start, never unload
 
 
 class ApiError(Exception):
@@ -46,43 +47,40 @@ class ApiError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
 
 
-def model_name(path: str) -> str:
-    return Path(path).name
-
-
 class Server:
-    """Holds the engines (loaded in the background so /health can say 503 while loading) and the metrics."""
+    """The model pool (loaded in the background so /health can say 503 while loading) and the metrics."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.engines: dict[str, AsyncEngine] = {}
         self.metrics = ServerMetrics()
-        self.load_error: str | None = None
+        self.pool = ModelPool(config.models, config.engine, config.max_waiting, self.metrics, config.memory_budget_mb)
+        self.loaded = False
+
+    @property
+    def engines(self) -> dict[str, AsyncEngine]:
+        return dict(self.pool.resident)
+
+    @property
+    def load_error(self) -> str | None:
+        return next(iter(self.pool.load_errors.values()), None)
 
     @property
     def ready(self) -> bool:
-        return len(self.engines) == len(self.config.models)
+        return self.loaded and not self.pool.load_errors
 
     async def load(self) -> None:
-        for path in self.config.models:
-            try:
-                engine = await asyncio.to_thread(LLMEngine, path, self.config.engine)
-            except Exception as exc:  # report through /health instead of dying in a background task
-                self.load_error = f"{path}: {exc}"
-                log.exception("model load failed")
-                return
-            async_engine = AsyncEngine(engine, model_name(path), self.config.max_waiting)
-            async_engine.start()
-            self.engines[async_engine.name] = async_engine
+        await self.pool.preload()
+        self.loaded = True
 
-    def engine_for(self, name: str) -> AsyncEngine:
-        if not self.ready:
+    async def engine_for(self, name: str) -> AsyncEngine:
+        if not self.loaded:
             raise ApiError(503, "models are still loading; retry shortly", code="loading")
-        if name not in self.engines:
-            raise ApiError(
-                404, f"model {name!r} not found; available: {sorted(self.engines)}", "model", "model_not_found"
-            )
-        return self.engines[name]
+        if name not in self.pool.paths:
+            raise ApiError(404, f"model {name!r} not found; available: {self.pool.names}", "model", "model_not_found")
+        try:
+            return await self.pool.acquire(name)
+        except ModelUnavailableError as exc:
+            raise ApiError(503, str(exc), "model", "model_unavailable") from None
 
 
 def _params(req: SamplingFields, eng: AsyncEngine, prompt_len: int, max_tokens: int | None, logprobs: int | None):
@@ -227,7 +225,7 @@ def build_app(config: ServerConfig) -> FastAPI:
             return error_response(503, f"model failed to load: {server.load_error}", code="load_failed")
         if not server.ready:
             return error_response(503, "models are still loading", code="loading", headers={"Retry-After": "1"})
-        return JSONResponse({"status": "ok", "models": sorted(server.engines)})
+        return JSONResponse({"status": "ok", "models": server.pool.names, "resident": list(server.pool.resident)})
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -239,13 +237,14 @@ def build_app(config: ServerConfig) -> FastAPI:
         return {
             "object": "list",
             "data": [
-                {"id": name, "object": "model", "created": created, "owned_by": "tollgate"} for name in server.engines
+                {"id": name, "object": "model", "created": created, "owned_by": "tollgate"}
+                for name in server.pool.names
             ],
         }
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Response:
-        eng = server.engine_for(req.model)
+        eng = await server.engine_for(req.model)
         prompt = (
             req.prompt[0]
             if isinstance(req.prompt, list) and req.prompt and isinstance(req.prompt[0], str)
@@ -266,7 +265,7 @@ def build_app(config: ServerConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Response:
-        eng = server.engine_for(req.model)
+        eng = await server.engine_for(req.model)
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         try:
             rendered = eng.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
@@ -289,7 +288,7 @@ def build_app(config: ServerConfig) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(req: EmbeddingRequest) -> dict[str, Any]:
-        eng = server.engine_for(req.model)
+        eng = await server.engine_for(req.model)
         inputs = (
             req.input
             if isinstance(req.input, list) and req.input and not isinstance(req.input[0], int)

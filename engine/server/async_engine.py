@@ -53,6 +53,11 @@ class AsyncEngine:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     @property
+    def idle(self) -> bool:
+        """No request in flight: safe to unload."""
+        return not self._queues
+
+    @property
     def num_waiting(self) -> int:
         return len(self.engine.scheduler.waiting)
 

@@ -42,10 +42,22 @@ class ServerMetrics:
         )
         self.prompt_tokens = Counter("tollgate_prompt_tokens", "Prompt tokens received", ["model"], registry=r)
         self.generation_tokens = Counter("tollgate_generation_tokens", "Tokens generated", ["model"], registry=r)
+        self.model_switch = Histogram(
+            "tollgate_model_switch_seconds",
+            "Request received to its model resident and selected",
+            ["model"],
+            buckets=(0.0001, 0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self.model_load = Histogram(
+            "tollgate_model_load_seconds", "Time to load a model", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.resident = Gauge("tollgate_models_resident", "Models loaded in memory", registry=r)
         self.requests = Counter("tollgate_requests", "Requests by outcome", ["model", "status"], registry=r)
 
     def render(self, engines: dict) -> bytes:
         """The exposition text, with the engines' gauges read now."""
+        self.resident.set(len(engines))
         for name, eng in engines.items():
             self.running.labels(name).set(eng.num_running)
             self.waiting.labels(name).set(eng.num_waiting)
