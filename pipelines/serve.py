@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,12 @@ import httpx
 from prefect import flow, get_run_logger, task
 
 from engine.loadgen import run_load, summarize
+from engine.router.replicas import free_port
 from pipelines.api_probe import probe
 from pipelines.common import METRICS, stage_cli, write_json
 from pipelines.config import TollgateConf, load_params
 
 STARTUP_TIMEOUT_S = 300
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:

@@ -18,7 +18,6 @@ for _key, _value in {
 }.items():
     os.environ[_key] = _value
 
-import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -30,6 +29,7 @@ import torch  # noqa: E402
 import uvicorn  # noqa: E402
 
 from engine.engine import EngineConfig  # noqa: E402
+from engine.router.replicas import free_port  # noqa: E402
 from engine.server.app import ServerConfig, build_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,12 +141,6 @@ class LiveServer:
     def stop(self) -> None:
         self.uvicorn_server.should_exit = True
         self.thread.join(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(config: ServerConfig, timeout: float = 180) -> LiveServer:

@@ -16,8 +16,7 @@ import pytest
 import uvicorn
 
 from engine.router.app import build_router
-from engine.router.replicas import ReplicaSet
-from tests.conftest import free_port
+from engine.router.replicas import ReplicaSet, free_port
 
 pytestmark = pytest.mark.integration
 MODEL = "smollm2-135m-instruct"
