@@ -25,12 +25,17 @@ import torch
 from tqdm.auto import tqdm
 
 
-def peak_rss_mb() -> float:
-    """VmHWM of this process, from /proc/self/status."""
+def proc_status_mb(field: str) -> float:
+    """A memory field of this process (VmHWM: peak RSS, VmRSS: RSS now) from /proc/self/status, in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM), the DESIGN.md memory metric."""
+    return proc_status_mb("VmHWM")
 
 
 def cpu_name() -> str:

@@ -18,6 +18,7 @@ TEST_SUMMARY = Path("reports/tests/summary.json")
 COVERAGE = Path("reports/tests/coverage.json")
 SIGNOFF = Path("release/signoff.yaml")
 PLOTS = Path("plots")
+EVIDENCE = [*STAGE_METRICS, TEST_SUMMARY]  # every metrics file the gate reads by default
 
 
 def baseline_for(profile: str, model: str) -> Path:
@@ -32,7 +33,7 @@ class GateInputs:
     profile: str
     spec: Path = Path("conf/gates/phase3.yaml")
     min_samples: int = 100
-    metrics: list[Path] = field(default_factory=lambda: [*STAGE_METRICS, TEST_SUMMARY])
+    metrics: list[Path] = field(default_factory=lambda: list(EVIDENCE))
     baseline: Path | None = None
     signoff: Path | None = SIGNOFF
     coverage: Path | None = COVERAGE

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 
 from gates.evidence import read_metrics_file
 from gates.report import summary_lines
-from gates.run import GateInputs, baseline_for, run_gate
+from gates.run import EVIDENCE, GateInputs, baseline_for, run_gate
 from pipelines.common import REPORTS, git_sha, hardware_fingerprint, stage_cli
 from pipelines.config import TollgateConf, load_params
 
@@ -87,7 +87,7 @@ def log_to_mlflow(p: TollgateConf, doc: dict[str, Any], params_path: str) -> str
     with mlflow.start_run(run_name=f"release-gate-{ctx['profile']}-{ctx['model']}", tags=tags) as parent:
         mlflow.log_params(flat_params(params))
         mlflow.log_metrics({f"gate.{k}": v for k, v in doc["counts"].items()})
-        for path in GateInputs(profile=p.profile.name).metrics:
+        for path in EVIDENCE:
             if not path.is_file():
                 continue
             flat = flatten(read_metrics_file(path))

@@ -16,6 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from engine.bench import proc_status_mb
 from pipelines.common import METRICS, stage_cli, write_json
 from pipelines.config import load_params
 
@@ -26,10 +27,7 @@ WARMUP_FRACTION = 0.25
 
 def rss_mb() -> float:
     """Resident memory of this process now."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return proc_status_mb("VmRSS")
 
 
 def leak_detected(samples: list[tuple[float, float]]) -> tuple[bool, float]:
