@@ -2,8 +2,10 @@
 
     python -m engine.bench --model models/smollm2-135m-instruct --batch 1 8 16 --new-tokens 128 \\
         --prompt-len 512 --threads 1 --vs hf --out reports/bench_engine.json
+    python -m engine.bench --model models/smollm2-135m-instruct --batch 1 --quant none int8 int4 gptq awq bitnet
 
-Each (system, batch) runs in its own process so peak RSS is its own. Prompts are random token ids, distinct per
+Each (system, quantization, batch) runs in its own process so peak RSS is its own; quantization happens in that
+process before the warm-up (GPTQ and AWQ calibrate on --calibration-text). Prompts are random token ids, distinct per
 sequence and per repetition (no prefix-cache help). One warm-up run, then --repeats measured runs; the JSON
 rows hold the medians and the raw values.
 """
@@ -23,6 +25,8 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+
+from engine.quant.calibration import DEFAULT_CALIBRATION
 
 
 def proc_status_mb(field: str) -> float:
@@ -67,10 +71,17 @@ def make_prompts(vocab: int, batch: int, length: int, seed: int) -> list[list[in
     return torch.randint(100, vocab - 100, (batch, length), generator=g).tolist()
 
 
-def _run_tollgate(args: argparse.Namespace, batch: int) -> dict[str, Any]:
+def _run_tollgate(args: argparse.Namespace, batch: int, quant: str) -> dict[str, Any]:
     from engine import LLM, SamplingParams
 
-    llm = LLM(args.model, threads=args.threads)
+    llm = LLM(
+        args.model,
+        threads=args.threads,
+        quant=quant,
+        quant_options=getattr(args, "quant_options", {}),
+        calibration_text=getattr(args, "calibration_text", None),
+        calibration_tokens=getattr(args, "calibration_tokens", 4096),
+    )
     eng = llm.engine
     per_block = eng.kv_cache_bytes // eng.block_manager.num_blocks
 
@@ -102,10 +113,13 @@ def _run_tollgate(args: argparse.Namespace, batch: int) -> dict[str, Any]:
             "itl_samples": [(b - a) * 1000 for a, b in itertools.pairwise(step_times) if a >= prefill_end],
         }
 
-    return _measure(args, once)
+    row = _measure(args, once)
+    if eng.quant_report is not None:
+        row["quantization"] = eng.quant_report.summary()
+    return row
 
 
-def _run_hf(args: argparse.Namespace, batch: int) -> dict[str, Any]:
+def _run_hf(args: argparse.Namespace, batch: int, quant: str) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
@@ -160,19 +174,20 @@ def _measure(args: argparse.Namespace, once: Any) -> dict[str, Any]:
 RUNNERS = {"tollgate": _run_tollgate, "hf": _run_hf}
 
 
-def _child(system: str, args: argparse.Namespace, batch: int, queue: Any) -> None:
+def _child(system: str, args: argparse.Namespace, batch: int, quant: str, queue: Any) -> None:
     torch.set_num_threads(args.threads)
+    head = {"system": system, "quant": quant, "batch": batch}
     try:
-        queue.put({"system": system, "batch": batch, **RUNNERS[system](args, batch)})
+        queue.put({**head, **RUNNERS[system](args, batch, quant)})
     except Exception as exc:  # report the failure to the parent instead of dying silently
-        queue.put({"system": system, "batch": batch, "error": f"{type(exc).__name__}: {exc}"})
+        queue.put({**head, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def run_one(system: str, args: argparse.Namespace, batch: int) -> dict[str, Any]:
-    """Run one (system, batch) measurement in a fresh process."""
+def run_one(system: str, args: argparse.Namespace, batch: int, quant: str = "none") -> dict[str, Any]:
+    """Run one (system, quantization, batch) measurement in a fresh process."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(system, args, batch, queue))
+    proc = ctx.Process(target=_child, args=(system, args, batch, quant, queue))
     proc.start()
     row = queue.get()
     proc.join()
@@ -180,16 +195,21 @@ def run_one(system: str, args: argparse.Namespace, batch: int) -> dict[str, Any]
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
-    """Ratios a reader wants first: ours vs HF per batch, and each system's batch-N vs batch-1."""
-    by = {(r["system"], r["batch"]): r.get("decode_tok_s") for r in results}
+    """Ratios a reader wants first: ours vs HF per batch, each quantization vs fp32, batch-N vs batch-1."""
+    by = {(r["system"], r.get("quant", "none"), r["batch"]): r.get("decode_tok_s") for r in results}
     summary = {}
-    for (system, batch), tok_s in by.items():
-        hf = by.get(("hf", batch))
-        if system == "tollgate" and hf and tok_s:
+    for (system, quant, batch), tok_s in by.items():
+        if not tok_s:
+            continue
+        hf, fp32 = by.get(("hf", "none", batch)), by.get(("tollgate", "none", batch))
+        if system == "tollgate" and quant == "none" and hf:
             summary[f"decode_vs_hf_batch{batch}"] = tok_s / hf
-        one = by.get((system, 1))
-        if batch != 1 and one and tok_s:
-            summary[f"{system}_batch{batch}_vs_batch1"] = tok_s / one
+        if system == "tollgate" and quant != "none" and fp32:
+            summary[f"{quant}_vs_fp32_batch{batch}"] = tok_s / fp32
+        one = by.get((system, quant, 1))
+        if batch != 1 and one:
+            name = system if quant == "none" else f"{system}_{quant}"
+            summary[f"{name}_batch{batch}_vs_batch1"] = tok_s / one
     return summary
 
 
@@ -201,13 +221,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=128, help="tokens generated per sequence")
     p.add_argument("--prompt-len", type=int, default=512, help="prompt tokens per sequence")
     p.add_argument("--threads", type=int, default=1, help="torch threads for every system")
-    p.add_argument("--vs", choices=["hf"], action="append", default=[], help="also run this peer")
+    p.add_argument("--vs", choices=["hf"], action="append", default=[], help="also run this peer (fp32)")
+    p.add_argument(
+        "--quant", nargs="+", default=["none"], help="quantization strategies to measure, each in its own row"
+    )
+    p.add_argument(
+        "--calibration-text", default=DEFAULT_CALIBRATION, help="text GPTQ and AWQ calibrate on (wikitext-2 valid)"
+    )
+    p.add_argument("--calibration-tokens", type=int, default=4096, help="calibration token budget")
     p.add_argument("--repeats", type=int, default=3, help="measured runs per row (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured runs first")
     p.add_argument("--out", type=Path, help="write the JSON here (it is printed too)")
     args = p.parse_args(argv)
     if min(args.batch) < 1 or args.new_tokens < 2 or args.prompt_len < 1 or args.repeats < 1:
         p.error("--batch, --prompt-len and --repeats must be >= 1 and --new-tokens >= 2")
+    from engine.quant import available_strategies
+
+    unknown = [q for q in args.quant if q not in available_strategies()]
+    if unknown:
+        p.error(f"--quant {' '.join(unknown)}: unknown; available: {', '.join(available_strategies())}")
     if not Path(args.model).is_dir():
         p.error(f"--model {args.model}: not a checkpoint directory (run `make setup` for the default model)")
     return args
@@ -216,9 +248,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run every (system, batch) measurement and write the JSON report; exit 1 if any run failed."""
     args = parse_args(argv)
-    systems = ["tollgate", *args.vs]
-    jobs = [(s, b) for b in args.batch for s in systems]
-    results = [run_one(s, args, b) for s, b in tqdm(jobs, desc="bench", unit="run")]
+    jobs = [
+        (s, q, b)
+        for b in args.batch
+        for s, q in [*(("tollgate", q) for q in args.quant), *((s, "none") for s in args.vs)]
+    ]
+    results = [run_one(s, args, b, q) for s, q, b in tqdm(jobs, desc="bench", unit="run")]
     report = {
         "model": str(args.model),
         "threads": args.threads,
@@ -237,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     errors = [r for r in results if "error" in r]
     for r in errors:
-        print(f"error in {r['system']} batch {r['batch']}: {r['error']}", file=sys.stderr)
+        print(f"error in {r['system']} ({r['quant']}) batch {r['batch']}: {r['error']}", file=sys.stderr)
     return 1 if errors else 0
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.loader.errors import CheckpointError
+from engine.errors import CheckpointError
 
 # Architectures the generic decoder covers, and the per-family defaults that config.json may omit.
 SUPPORTED_ARCHITECTURES: dict[str, dict[str, Any]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,9 @@ import torch
 
 from engine.block_manager import BlockManager
 from engine.detokenizer import IncrementalDetokenizer
-from engine.loader import load_model, load_tokenizer
 from engine.model_runner import ModelRunner
 from engine.outputs import CompletionOutput, RequestOutput, StreamDelta
+from engine.quant import load_and_quantize
 from engine.sampling import Sampler, SampleRequest, SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
@@ -37,6 +37,10 @@ class EngineConfig:
     device: str = "cpu"
     seed: int | None = 0
     threads: int | None = None
+    quant: str = "none"  # a strategy from engine.quant (int8, int4, gptq, awq, bitnet, plugins)
+    quant_options: dict[str, Any] = field(default_factory=dict)
+    calibration_text: str | None = None  # for strategies that calibrate (gptq, awq)
+    calibration_tokens: int = 4096
 
 
 @dataclass
@@ -55,8 +59,9 @@ class LLMEngine:
         self.config = cfg = config or EngineConfig()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.model = load_model(model, dtype=cfg.dtype, device=cfg.device)
-        self.tokenizer = load_tokenizer(model)
+        self.model, self.tokenizer, self.quant_report = load_and_quantize(
+            model, cfg.quant, cfg.quant_options, cfg.calibration_text, cfg.calibration_tokens, cfg.dtype, cfg.device
+        )
         mcfg = self.model.config
         per_block = mcfg.kv_bytes_per_token(torch.finfo(cfg.dtype).bits // 8) * cfg.block_size
         num_blocks = cfg.num_blocks or max(1, cfg.kv_cache_bytes // per_block)

@@ -13,7 +13,9 @@ from gates.evidence import collect, coverage_evidence, signoff_evidence
 from gates.report import write_reports
 
 # Where the project's stages and `make test` leave their evidence (paths relative to the project root).
-STAGE_METRICS = [Path("metrics") / f"{name}.json" for name in ("bench", "quality", "serve", "stress", "code")]
+STAGE_METRICS = [
+    Path("metrics") / f"{name}.json" for name in ("bench", "quality", "calibrate", "serve", "stress", "code")
+]
 TEST_SUMMARY = Path("reports/tests/summary.json")
 COVERAGE = Path("reports/tests/coverage.json")
 SIGNOFF = Path("release/signoff.yaml")

@@ -8,8 +8,9 @@ from typing import Any
 
 from gates.evaluate import Evidence
 
-# (key suffix, lowest, highest) that a metric with that unit must respect
+# (key suffix, lowest, highest) that a metric with that unit must respect; a key takes the first suffix it ends with
 UNIT_RANGES = [
+    ("loss_pct", -100.0, 1e15),  # relative perplexity change: negative when quantization helps, unbounded above
     ("_pct", 0.0, 100.0),
     ("_ms", 0.0, 1e9),
     ("_s", 0.0, 1e9),
@@ -60,8 +61,9 @@ def _tables(frame: Any) -> list[tuple[Any, str, Any]]:
         (frame, "sample count below 1", gxe.ExpectColumnValuesToBeBetween(column="n", min_value=1)),
     ]
     finite = frame[frame.finite]
+    units = finite.unit_key.map(lambda key: next((s for s, _, _ in UNIT_RANGES if key.endswith(s)), None))
     for suffix, low, high in UNIT_RANGES:
-        part = finite[finite.unit_key.str.endswith(suffix)].reset_index(drop=True)
+        part = finite[units == suffix].reset_index(drop=True)
         if len(part):
             expectation = gxe.ExpectColumnValuesToBeBetween(column="value", min_value=low, max_value=high)
             tables.append((part, f"{suffix} value outside [{low:g}, {high:g}]", expectation))

@@ -33,10 +33,12 @@ def throughput(p: TollgateConf) -> list[dict[str, Any]]:
         new_tokens=prof.bench.new_tokens,
         repeats=prof.repetitions,
         warmup=prof.bench.warmup,
+        quant_options=dict(p.quant.options),
+        calibration_text=p.data.calibration_text,
     )
     rows = []
     for batch in p.scenario.throughput.batch_sizes:
-        row = run_one("tollgate", args, batch)
+        row = run_one("tollgate", args, batch, p.quant.name)
         if "error" in row:
             raise RuntimeError(f"bench at batch {batch} failed: {row['error']}")
         get_run_logger().info("batch %d: %.1f tok/s decode", batch, row["decode_tok_s"])

@@ -13,6 +13,8 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from engine.quant.select import Limits
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PARAMS = Path("params.yaml")  # relative to the project root, where DVC runs the stages
 
@@ -42,9 +44,18 @@ class ModelConf:
 
 @dataclass
 class QuantConf:
-    """The quantization strategy applied before measuring."""
+    """A quantization strategy (engine.quant) and its options."""
 
     name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CalibrateConf:
+    """The strategies the calibrate stage measures, and the auto-selector's limits."""
+
+    strategies: dict[str, QuantConf] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
@@ -112,6 +123,15 @@ class QualitySettings:
 
 
 @dataclass
+class CalibrateSettings:
+    """Token budgets of the calibrate stage: calibration text, and the accuracy run on the eval text."""
+
+    calibration_tokens: int
+    eval_tokens: int
+    context: int
+
+
+@dataclass
 class StressSettings:
     """Length and request sizes of the soak."""
 
@@ -143,6 +163,7 @@ class ProfileConf:
     bench: BenchSettings
     latency: LatencySettings
     quality: QualitySettings
+    calibrate: CalibrateSettings
     stress: StressSettings
     serve: ServeSettings
 
@@ -174,6 +195,7 @@ class TollgateConf:
     profile: ProfileConf
     gate_spec: str
     data: DataConf
+    calibrate: CalibrateConf = field(default_factory=CalibrateConf)
     mlflow: MlflowConf = field(default_factory=lambda: MlflowConf("mlruns", "tollgate-release-gate"))
 
 

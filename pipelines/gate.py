@@ -94,8 +94,9 @@ def log_to_mlflow(p: TollgateConf, doc: dict[str, Any], params_path: str) -> str
             with mlflow.start_run(run_name=path.stem, nested=True, tags={**tags, "stage": path.stem}):
                 mlflow.log_metrics({k: e.value for k, e in flat.items() if e.value is not None})
                 mlflow.log_artifact(str(path))
-        for name in ("decision.json", "release_report.md", "release_report.html"):
-            mlflow.log_artifact(str(REPORTS / name), artifact_path="report")
+        for name in ("decision.json", "release_report.md", "release_report.html", "quant_head_to_head.md"):
+            if (REPORTS / name).is_file():
+                mlflow.log_artifact(str(REPORTS / name), artifact_path="report")
         return parent.info.run_id
 
 

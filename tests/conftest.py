@@ -89,11 +89,21 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # -- test evidence for the release gate (written when TOLLGATE_TEST_REPORT names a file, as `make test` does) --
 _outcomes: list[tuple[str, bool]] = []
+# tests.by_feature.<feature>: passed tests per feature the criteria count, by where the tests live
+FEATURE_PATHS = {
+    "tests/engine/quant/": "quantization",
+    "tests/engine/test_scheduler.py": "continuous_batching",
+    "tests/engine/test_block_manager.py": "continuous_batching",
+}
+_feature_passed: dict[str, int] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         _outcomes.append((report.outcome, "integration" in report.keywords))
+        feature = next((f for prefix, f in FEATURE_PATHS.items() if report.nodeid.startswith(prefix)), None)
+        if feature and report.outcome == "passed":
+            _feature_passed[feature] = _feature_passed.get(feature, 0) + 1
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -113,6 +123,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "passed_pct": 100.0 * passed / len(ran) if ran else 0.0,
             "failed_pct": 100.0 * (len(ran) - passed) / len(ran) if ran else 0.0,
             "duration_min": (time.time() - session.config._tollgate_start) / 60,
+            "by_feature": dict(_feature_passed),
         }
     }
     Path(target).parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from engine.config import ModelConfig
-from engine.loader.errors import CheckpointError
+from engine.errors import CheckpointError
 from engine.loader.gguf_file import read_gguf, read_gguf_tokenizer
 from engine.loader.hf import read_state_dict
 from engine.models import build_model
@@ -43,6 +43,11 @@ def load_model(
     path = Path(path)
     if not path.exists():
         raise CheckpointError(path, "checkpoint not found")
+    from engine.quant.checkpoint import is_quantized_checkpoint, load_quantized
+
+    if is_quantized_checkpoint(path):  # written by `python -m engine.quant quantize`: fp32 parts stay fp32
+        model = load_quantized(path, device)
+        return use_cpu_kernels(model).eval() if cpu_kernels else model.eval()
     if path.suffix == ".gguf":
         raw_config, state = read_gguf(path)
         cfg, weights_source = ModelConfig.from_dict(raw_config, str(path)), path

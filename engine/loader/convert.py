@@ -15,7 +15,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from engine.loader.errors import CheckpointError
+from engine.errors import CheckpointError
 from engine.loader.gguf_file import read_gguf, read_gguf_tokenizer
 
 

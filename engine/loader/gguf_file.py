@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.loader.errors import CheckpointError
+from engine.errors import CheckpointError
 
 GGUF_MAGIC = b"GGUF"
 

@@ -9,7 +9,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from engine.loader.errors import CheckpointError
+from engine.errors import CheckpointError
 
 WEIGHT_FILES = (
     "model.safetensors.index.json",

@@ -12,6 +12,8 @@ import argparse
 import sys
 
 from engine.engine import EngineConfig
+from engine.quant import available_strategies
+from engine.quant.calibration import DEFAULT_CALIBRATION
 from engine.server.app import ServerConfig, build_app
 
 
@@ -32,9 +34,24 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="load models on demand within this budget, unloading the least recently used",
     )
+    p.add_argument(
+        "--quant",
+        default="none",
+        help="quantize fp32 checkpoints on load (int8, int4, gptq, awq, bitnet); or serve a checkpoint saved by "
+        "`python -m engine.quant quantize`",
+    )
+    p.add_argument("--calibration-text", default=DEFAULT_CALIBRATION, help="text GPTQ and AWQ calibrate on")
     p.add_argument("--log-level", default="info")
     args = p.parse_args(argv)
-    engine = EngineConfig(kv_cache_bytes=args.kv_cache_mb * 2**20, max_num_seqs=args.max_num_seqs, threads=args.threads)
+    if args.quant not in available_strategies():
+        p.error(f"--quant {args.quant}: unknown; available: {', '.join(available_strategies())}")
+    engine = EngineConfig(
+        kv_cache_bytes=args.kv_cache_mb * 2**20,
+        max_num_seqs=args.max_num_seqs,
+        threads=args.threads,
+        quant=args.quant,
+        calibration_text=args.calibration_text,
+    )
     config = ServerConfig(args.model, engine, args.max_waiting, args.memory_budget_mb)
     app = build_app(config)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

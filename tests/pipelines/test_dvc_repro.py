@@ -23,6 +23,9 @@ OVERRIDES = [
     "profile.latency.requests=4",
     "profile.latency.new_tokens=8",
     "profile.quality.max_tokens=512",
+    "profile.calibrate.calibration_tokens=256",
+    "profile.calibrate.eval_tokens=256",
+    "profile.calibrate.context=128",
     "profile.stress.duration_s=8",
     "profile.serve.requests=4",
     "profile.serve.concurrency=2",
@@ -74,8 +77,14 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     assert statuses["reliability.errors.model_load"] == "PASS"
     assert statuses["perf.throughput.two_node"] == "NOT_IN_PROFILE"
     assert "Scenario" in (repro / "repro.log").read_text()
-    for name in ("bench", "quality", "serve", "stress", "code"):
+    for name in ("bench", "quality", "calibrate", "serve", "stress", "code"):
         assert (repro / "metrics" / f"{name}.json").is_file()
+    quant = json.loads((repro / "metrics" / "calibrate.json").read_text())
+    assert {"int8", "int4", "gptq", "awq", "bitnet"} <= quant["quant"].keys()
+    assert quant["faults"]["quantization"]["handled"] == 1
+    assert statuses["reliability.errors.quantization"] == "NOT_IN_PROFILE"  # weekly and release gate it
+    assert (repro / "models" / "quant" / "tiny-random-gptq" / "quantization.json").is_file()
+    assert "| gptq |" in (repro / "reports" / "quant_head_to_head.md").read_text()
     assert (repro / "reports" / "release_report.html").stat().st_size > 1000
 
 

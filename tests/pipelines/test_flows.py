@@ -75,3 +75,46 @@ def test_stress_requests_include_invalid_input() -> None:
     rng = random.Random(0)
     temps = [random_request(rng, 1000, 16, 8)[1]["temperature"] for _ in range(400)]
     assert -1.0 in temps and 0.0 in temps
+
+
+def test_calibrate_flow_measures_every_strategy_and_the_fallback(
+    prefect_harness, tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.calibrate import calibrate_flow
+
+    monkeypatch.chdir(tmp_path)
+    params = compose(
+        [
+            "model=tiny-random",
+            f"model.path={tiny_llama}",
+            f"data.eval_text={ROOT / 'data/wikitext-2/test.txt'}",
+            f"data.calibration_text={ROOT / 'data/wikitext-2/valid.txt'}",
+            "profile.calibrate.calibration_tokens=128",
+            "profile.calibrate.eval_tokens=128",
+            "profile.calibrate.context=64",
+            "profile.bench.prompt_len=8",
+            "profile.bench.new_tokens=4",
+            "profile.bench.warmup=0",
+            "calibrate.limits.max_loss_pct=5",
+        ]
+    )
+    Path("params.yaml").write_text(yaml.safe_dump(params))
+    state = calibrate_flow("params.yaml", return_state=True)
+    assert state.is_completed()
+    doc = json.loads(Path("metrics/calibrate.json").read_text())
+    quant = doc["quant"]
+    assert {"none", "int8", "int4", "gptq", "awq", "bitnet"} <= quant.keys()
+    for name in ("int8", "int4", "gptq", "awq", "bitnet"):
+        row = quant[name]
+        assert row["decode_tok_s"] > 0 and row["fallback_layers"] == 0 and 0 <= row["top1_agreement"] <= 1
+        assert Path("models/quant", f"tiny-random-{name}", "quantization.json").is_file()
+    assert quant["gptq"]["calibration_s"] > 0 and quant["none"]["accuracy_loss_pct"] == 0
+    assert quant["selected"] in quant and quant[quant["selected"]]["accuracy_loss_pct"] <= 5
+    assert doc["features"]["quantization"]["complete"] == 1
+    assert doc["faults"]["quantization"] == {
+        "cases": {c: {"fallback_layers": 8, "warned": 1, "handled": 1} for c in ("empty", "corrupt")},
+        "handled": 1,
+    }
+    table = Path("reports/quant_head_to_head.md").read_text()
+    assert "| awq |" in table and "Auto-selector" in table
+    assert Path("plots/quant_head_to_head.csv").read_text().startswith("strategy,perplexity")

@@ -1,4 +1,4 @@
-"""The one error type the loader raises: it names the file and what is wrong with it."""
+"""The error a bad checkpoint raises (loader, config, quantized checkpoints): it names the file and the problem."""
 
 from __future__ import annotations
 
