@@ -71,46 +71,66 @@ def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     return [(n, m) for n, m in model.named_modules() if type(m) is nn.Linear]
 
 
-def quantize_model(
-    model: nn.Module, strategy: QuantStrategy, batches: list[list[int]] | None = None, head: str = "int8"
-) -> QuantReport:
-    """Replace every Linear by the strategy's quantized layer (the head by int8 unless head="none")."""
-    report = QuantReport(strategy.name, strategy.options())
-    layers = linear_layers(model)
-    report.fp32_linear_bytes = sum(m.weight.numel() * 4 for _, m in layers)
-    calibration_failure = None
-    start = time.perf_counter()
-    if strategy.needs_calibration:
-        try:
-            strategy.calibrate(model, batches or [])
-        except QuantizationError as exc:
-            calibration_failure = f"calibration failed: {exc}"
-            log.warning("%s %s: every layer stays fp32", strategy.name, calibration_failure)
-    report.calibration_s = time.perf_counter() - start
-    head_strategy = Int8Strategy() if head == "int8" else None
-    start = time.perf_counter()
-    for name, linear in layers:
-        chosen = head_strategy if name == HEAD else strategy
-        if chosen is None:
-            continue
-        try:
-            if calibration_failure and chosen is strategy:
-                raise QuantizationError(calibration_failure)
-            layer = chosen.quantize(name, linear)
-            check_layer(name, layer, linear.weight, chosen.max_rel_error)
-        except (QuantizationError, RuntimeError, ValueError) as exc:
-            report.fallback[name] = str(exc)
-            if not calibration_failure:
-                log.warning("layer %s stays fp32 (%s failed): %s", name, chosen.name, exc)
-            continue
-        model.set_submodule(name, layer)
-        report.quantized[name] = layer.kind
-    report.quantize_s = time.perf_counter() - start
-    report.linear_bytes = sum(
+def _calibrate(model: nn.Module, strategy: QuantStrategy, batches: list[list[int]]) -> str | None:
+    """Run the strategy's calibration; the reason it failed (every calibrated layer then stays fp32), or None."""
+    if not strategy.needs_calibration:
+        return None
+    try:
+        strategy.calibrate(model, batches)
+    except QuantizationError as exc:
+        failure = f"calibration failed: {exc}"
+        log.warning("%s %s: every layer stays fp32", strategy.name, failure)
+        return failure
+    return None
+
+
+def _quantize_layer(name: str, linear: nn.Linear, strategy: QuantStrategy) -> QuantLinear:
+    """The checked quantized layer; raises `QuantizationError` (or a torch error) when it must stay fp32."""
+    layer = strategy.quantize(name, linear)
+    check_layer(name, layer, linear.weight, strategy.max_rel_error)
+    return layer
+
+
+def linear_bytes(model: nn.Module) -> int:
+    """Weight bytes of every Linear, quantized or not."""
+    return sum(
         m.weight_bytes if isinstance(m, QuantLinear) else m.weight.numel() * 4
         for m in model.modules()
         if isinstance(m, QuantLinear) or type(m) is nn.Linear
     )
+
+
+def quantize_model(
+    model: nn.Module, strategy: QuantStrategy, batches: list[list[int]] | None = None, head: str = "int8"
+) -> QuantReport:
+    """Replace every Linear by the strategy's quantized layer (the head by int8 unless head="none")."""
+    report = QuantReport(strategy.name, strategy.options(), fp32_linear_bytes=linear_bytes(model))
+    layers = linear_layers(model)
+    start = time.perf_counter()
+    calibration_failure = _calibrate(model, strategy, batches or [])
+    report.calibration_s = time.perf_counter() - start
+    chosen = {name: strategy for name, _ in layers}
+    if head == "int8":
+        chosen[HEAD] = Int8Strategy()
+    else:
+        chosen.pop(HEAD, None)
+    start = time.perf_counter()
+    for name, linear in layers:
+        if name not in chosen:
+            continue
+        if calibration_failure and chosen[name] is strategy:
+            report.fallback[name] = calibration_failure
+            continue
+        try:
+            layer = _quantize_layer(name, linear, chosen[name])
+        except (QuantizationError, RuntimeError, ValueError) as exc:
+            report.fallback[name] = str(exc)
+            log.warning("layer %s stays fp32 (%s failed): %s", name, chosen[name].name, exc)
+            continue
+        model.set_submodule(name, layer)
+        report.quantized[name] = layer.kind
+    report.quantize_s = time.perf_counter() - start
+    report.linear_bytes = linear_bytes(model)
     if report.fallback:
         log.warning("%s: %d of %d layers stay fp32", strategy.name, len(report.fallback), len(layers))
     return report
