@@ -22,20 +22,24 @@ from pipelines.config import TollgateConf, load_params
 MIB = 2**20
 
 
-@task(retries=1, retry_delay_seconds=5)
-def throughput(p: TollgateConf) -> list[dict[str, Any]]:
-    """One engine.bench row per batch size, each in a fresh process (its own peak RSS)."""
-    prof = p.profile
-    args = argparse.Namespace(
-        model=str(Path(p.model.path)),
-        threads=prof.threads,
-        prompt_len=prof.bench.prompt_len,
-        new_tokens=prof.bench.new_tokens,
-        repeats=prof.repetitions,
-        warmup=prof.bench.warmup,
+def bench_args(p: TollgateConf, checkpoint: Path) -> argparse.Namespace:
+    """engine.bench's options for a checkpoint, with the profile's sizes and the configured quantization."""
+    return argparse.Namespace(
+        model=str(checkpoint),
+        threads=p.profile.threads,
+        prompt_len=p.profile.bench.prompt_len,
+        new_tokens=p.profile.bench.new_tokens,
+        repeats=p.profile.repetitions,
+        warmup=p.profile.bench.warmup,
         quant_options=dict(p.quant.options),
         calibration_text=p.data.calibration_text,
     )
+
+
+@task(retries=1, retry_delay_seconds=5)
+def throughput(p: TollgateConf) -> list[dict[str, Any]]:
+    """One engine.bench row per batch size, each in a fresh process (its own peak RSS)."""
+    args = bench_args(p, Path(p.model.path))
     rows = []
     for batch in p.scenario.throughput.batch_sizes:
         row = run_one("tollgate", args, batch, p.quant.name)

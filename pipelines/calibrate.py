@@ -8,7 +8,6 @@ plots/quant_head_to_head.csv and reports/quant_head_to_head.md; quantized checkp
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -36,16 +35,9 @@ def eval_ids(p: TollgateConf) -> list[int]:
 def bench_decode(p: TollgateConf, checkpoint: Path) -> dict[str, Any]:
     """Batch-1 decode of a checkpoint (fp32 or quantized) in a fresh process, with the profile's bench sizes."""
     from engine.bench import run_one
+    from pipelines.bench import bench_args
 
-    args = argparse.Namespace(
-        model=str(checkpoint),
-        threads=p.profile.threads,
-        prompt_len=p.profile.bench.prompt_len,
-        new_tokens=p.profile.bench.new_tokens,
-        repeats=p.profile.repetitions,
-        warmup=p.profile.bench.warmup,
-    )
-    row = run_one("tollgate", args, 1)
+    row = run_one("tollgate", bench_args(p, checkpoint), 1)  # quant "none": the checkpoint is already quantized
     if "error" in row:
         raise RuntimeError(f"bench of {checkpoint} failed: {row['error']}")
     return row
@@ -101,12 +93,13 @@ def fallback_check(p: TollgateConf) -> dict[str, Any]:
 
     from engine.loader import load_model
     from engine.quant import get_strategy, quantize_model
+    from engine.quant.calibration import calibration_layers
 
     gptq = p.calibrate.strategies.get("gptq", QuantConf("gptq"))
     results = {}
     for case, batches in {"empty": [], "corrupt": [[1, 2, 10**9]]}.items():
         model = load_model(p.model.path, cpu_kernels=False)
-        layers = sum(1 for n, m in model.named_modules() if type(m) is torch.nn.Linear and n != "lm_head")
+        layers = len(calibration_layers(model))
         warnings: list[str] = []
         handler = _ListHandler(warnings)
         logging.getLogger("engine.quant").addHandler(handler)
@@ -156,7 +149,9 @@ def calibrate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
 
     from engine.eval import compare, score
     from engine.loader import load_model
+    from engine.models.linear import use_cpu_kernels
     from engine.quant import available_strategies
+    from engine.quant.apply import linear_bytes
     from engine.quant.select import from_metrics, select
     from engine.quant.strategies import BUILT_IN
 
@@ -164,10 +159,11 @@ def calibrate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     log = get_run_logger()
     torch.set_num_threads(p.profile.threads)
     ids = eval_ids(p)
-    reference = score(load_model(p.model.path), ids, p.profile.calibrate.context)
+    fp32 = load_model(p.model.path, cpu_kernels=False)
+    fp32_mb = linear_bytes(fp32) / 2**20  # counted before the Linear layers become CPU kernels
+    reference = score(use_cpu_kernels(fp32), ids, p.profile.calibrate.context)
+    del fp32
     fp32_speed = bench_decode(p, Path(p.model.path))["decode_tok_s"]
-    fp32_mb = sum(m.weight.numel() * 4 for m in load_model(p.model.path, cpu_kernels=False).modules()
-                  if type(m) is torch.nn.Linear) / 2**20  # fmt: skip
     rows: dict[str, dict[str, Any]] = {
         "none": {**compare(reference, reference), "calibration_s": 0.0, "decode_tok_s": fp32_speed,
                  "weight_mb": fp32_mb, "fallback_layers": 0},
