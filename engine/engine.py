@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +13,11 @@ import torch
 
 from engine.block_manager import BlockManager
 from engine.detokenizer import IncrementalDetokenizer
+from engine.faults import make_sampler
 from engine.model_runner import ModelRunner
 from engine.outputs import CompletionOutput, RequestOutput, StreamDelta
 from engine.quant import load_and_quantize
-from engine.sampling import Sampler, SampleRequest, SamplingParams
+from engine.sampling import SampleRequest, SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
 
@@ -41,6 +43,8 @@ class EngineConfig:
     quant_options: dict[str, Any] = field(default_factory=dict)
     calibration_text: str | None = None  # for strategies that calibrate (gptq, awq)
     calibration_tokens: int = 4096
+    # test-only: make the engine wrong on purpose (engine.faults); the environment reaches server subprocesses
+    fault: str | None = field(default_factory=lambda: os.environ.get("TOLLGATE_FAULT") or None)
 
 
 @dataclass
@@ -68,7 +72,7 @@ class LLMEngine:
         self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens)
         self.runner = ModelRunner(self.model, num_blocks, cfg.block_size)
-        self.sampler = Sampler(cfg.seed)
+        self.sampler = make_sampler(cfg.fault, cfg.seed)
         limits = [mcfg.max_position_embeddings, num_blocks * cfg.block_size]
         if mcfg.sliding_window:  # sliding-window attention is not implemented: stay inside the window
             limits.append(mcfg.sliding_window)

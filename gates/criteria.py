@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Comparator = Literal[">=", ">", "<=", "<", "==", "!="]
 Severity = Literal["blocker", "major", "minor"]
-Kind = Literal["value", "percentile", "mtbf", "regression"]
+Kind = Literal["value", "percentile", "trend", "mtbf", "regression"]
+DIMENSIONS = ("correctness", "performance", "quality", "features", "reliability", "compatibility", "release")
 
 
 class Criterion(BaseModel):
@@ -20,7 +21,7 @@ class Criterion(BaseModel):
 
     id: str
     part: str = Field(description="section of the criteria document, e.g. '1.1'")
-    dimension: Literal["performance", "quality", "features", "reliability", "compatibility", "release"]
+    dimension: Literal[DIMENSIONS]
     description: str
     metric: str = Field(description="dotted key into the collected evidence, e.g. 'bench.batch1.decode_tok_s'")
     comparator: Comparator
@@ -32,13 +33,6 @@ class Criterion(BaseModel):
     kind: Kind = "value"
     better: Literal["higher", "lower"] = "higher"  # direction of the metric, for regression checks
     profiles: list[str]
-
-    @model_validator(mode="after")
-    def _known_profiles(self) -> Criterion:
-        unknown = set(self.profiles) - {"ci", "weekly", "release"}
-        if unknown:
-            raise ValueError(f"criterion {self.id}: unknown profile(s) {sorted(unknown)}")
-        return self
 
 
 class SignOff(BaseModel):
@@ -58,16 +52,22 @@ class GateSpec(BaseModel):
 
     name: str
     source: str
-    max_minor_issues: int = Field(description="Scenario B allows this many issues; more is Scenario C")
+    max_minor_issues: int = Field(description="Scenario B allows this many minor issues; more is Scenario C")
+    profiles: list[str] = Field(description="the profiles the criteria may name (conf/profile/*.yaml)")
     signoff: SignOff
     criteria: list[Criterion]
+    unmeasured: dict[str, str] = Field(default_factory=dict, description="metric -> what will produce it")
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> GateSpec:
+    def _unique_ids_known_profiles(self) -> GateSpec:
         seen: set[str] = set()
         dupes = {c.id for c in self.criteria if c.id in seen or seen.add(c.id)}
         if dupes:
             raise ValueError(f"duplicate criterion ids: {sorted(dupes)}")
+        for c in self.criteria:
+            unknown = set(c.profiles) - set(self.profiles)
+            if unknown:
+                raise ValueError(f"criterion {c.id}: unknown profile(s) {sorted(unknown)}; spec has {self.profiles}")
         return self
 
 

@@ -1,16 +1,23 @@
-"""Scenario A/B/C from check results (criteria document Part 7) and the sign-off rule (Part 6)."""
+"""Scenario A/B/C from check results (criteria document Part 7) and the sign-off rule (Part 6).
+
+C: a blocker that did not PASS (a critical trigger that failed or could not be ruled out), a major issue, or more
+than `max_minor_issues` minor ones. B: one or two minor issues. A: none. A profile that judged (PASS or FAIL)
+fewer than its declared share of the criteria gets INVALID, "too little evidence", unless a blocker or major
+criterion already FAILED: a known defect defers the release however little else was measured.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gates.criteria import GateSpec, SignOff
+from gates.criteria import DIMENSIONS, GateSpec, SignOff
 from gates.evaluate import FAIL, INVALID, NOT_IN_PROFILE, PASS, CheckResult
 
 SCENARIOS = {
-    "A": "Green light: all criteria met, release",
+    "A": "Green light: every criterion this profile evaluates is met",
     "B": "Minor issues: fix and re-test, release delayed",
-    "C": "Major issues: defer (critical trigger or too many issues)",
+    "C": "Major issues: defer (critical trigger, major issue or too many issues)",
+    "INVALID": "Too little evidence: the profile judged fewer criteria than it declares",
 }
 SEVERITY_ORDER = {"blocker": 0, "major": 1, "minor": 2}
 
@@ -26,30 +33,48 @@ class Decision:
     issues: list[CheckResult] = field(default_factory=list)
 
     def top_reasons(self, k: int = 5) -> list[str]:
-        """The k issues a reader should see first: failures, then by severity."""
-        ranked = sorted(self.issues, key=lambda r: (r.status != FAIL, SEVERITY_ORDER[r.severity], r.id))
+        """The k issues a reader should see first: failures, wrong answers first, then by severity and dimension."""
+        ranked = sorted(
+            self.issues,
+            key=lambda r: (
+                r.status != FAIL,
+                r.dimension != "correctness",
+                SEVERITY_ORDER[r.severity],
+                DIMENSIONS.index(r.dimension),
+                r.id,
+            ),
+        )
         return [f"{r.status} {r.id} ({r.severity}): {r.description} — {describe(r)}" for r in ranked[:k]]
 
 
 def describe(r: CheckResult) -> str:
     """Measured value, threshold and note of a check, for people."""
-    measured = "not measured" if r.value is None else f"{r.value:.4g} {r.unit}".strip()
-    text = f"measured {measured}, needs {r.comparator} {r.threshold:g} {r.unit}".strip()
+    measured = "not measured" if r.value is None else f"measured {r.value:.4g} {r.unit}".strip()
+    text = f"{measured}, needs {r.comparator} {r.threshold:g} {r.unit}".strip()
     return f"{text}; {r.note}" if r.note else text
 
 
-def classify(results: list[CheckResult], spec: GateSpec) -> Decision:
-    """Blocker failure or more than the allowed issues: C; one or two issues: B; none: A."""
+def classify(results: list[CheckResult], spec: GateSpec, profile: str, min_evaluated_pct: float) -> Decision:
+    """The scenario of criteria Part 7, named with the profile and how much of the spec it judged."""
     counts = {s: sum(r.status == s for r in results) for s in (PASS, FAIL, INVALID, NOT_IN_PROFILE)}
     issues = [r for r in results if r.status in (FAIL, INVALID)]
-    blockers = [r for r in issues if r.status == FAIL and r.severity == "blocker"]
-    if blockers or len(issues) > spec.max_minor_issues:
+    blockers = [r for r in issues if r.severity == "blocker"]
+    majors = [r for r in issues if r.severity == "major"]
+    judged = counts[PASS] + counts[FAIL]
+    share = 100.0 * judged / len(results) if results else 0.0
+    if any(r.status == FAIL for r in blockers + majors):
+        scenario = "C"
+    elif judged == 0 or share < min_evaluated_pct:
+        scenario = "INVALID"
+    elif blockers or majors or len(issues) > spec.max_minor_issues:
         scenario = "C"
     elif issues:
         scenario = "B"
     else:
         scenario = "A"
-    return Decision(scenario, SCENARIOS[scenario], counts, blockers, issues)
+    scope = f"{scenario} on {profile}: {judged} of {len(results)} criteria judged ({share:.0f}%"
+    scope += f", profile needs >= {min_evaluated_pct:g}%)" if scenario == "INVALID" else ")"
+    return Decision(scenario, f"{scope} — {SCENARIOS[scenario]}", counts, blockers, issues)
 
 
 def signoff_ok(approvals: dict[str, bool], rule: SignOff) -> tuple[bool, str]:

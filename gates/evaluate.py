@@ -1,7 +1,8 @@
 """Turn evidence (measured metrics) and criteria into per-check verdicts: PASS, FAIL, INVALID or NOT_IN_PROFILE.
 
 The evaluator has no numbers of its own: every threshold comes from the criteria file. INVALID means "not enough
-evidence" (metric missing, too few samples, run too short, failed validation) and is never green.
+evidence" (metric missing, too few samples, run too short, failed validation, baseline from other hardware) and
+is never green. A criterion outside the profile is NOT_IN_PROFILE but still shows what was measured.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from gates.criteria import Criterion, GateSpec
 
 PASS, FAIL, INVALID, NOT_IN_PROFILE = "PASS", "FAIL", "INVALID", "NOT_IN_PROFILE"
-MTBF_CHI2_FACTOR = 3.0  # zero failures in T hours: MTBF >= T / 3.0 at 95% confidence (chi-square, 2 dof / 2)
+CONFIDENCE = 0.95  # one-sided, for MTBF lower bounds
 
 COMPARATORS = {
     ">=": operator.ge,
@@ -27,11 +28,14 @@ COMPARATORS = {
 
 @dataclass
 class Evidence:
-    """One measured value; `n` is its sample count (percentiles) or failure count (MTBF runs)."""
+    """One value with where it came from; `n` is its sample count (percentiles, trends)."""
 
     value: float | None
     n: int | None = None
-    invalid_reason: str | None = None  # set when validation rejected the table this value came from
+    invalid_reason: str | None = None  # set when validation rejected it
+    source: str | None = None  # the evidence file it was read from
+    basis: str = "measured"  # measured | derived | formula | declared
+    hardware: dict[str, str] | None = None  # the producing stage's hardware fingerprint
 
 
 @dataclass
@@ -41,6 +45,7 @@ class ProfileRules:
     name: str
     min_samples: int = 100
     baseline: dict[str, float] = field(default_factory=dict)
+    baseline_hardware: dict[str, str] | None = None
 
 
 @dataclass
@@ -58,9 +63,11 @@ class CheckResult:
     comparator: str
     threshold: float
     unit: str
-    margin: float | None = None  # how far inside (+) or outside (-) the threshold, in the metric's unit
+    margin: float | None = None  # distance from the threshold: positive on the passing side
     n: int | None = None
     note: str = ""
+    basis: str | None = None
+    source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -68,72 +75,100 @@ class CheckResult:
 
 
 def margin(value: float, comparator: str, threshold: float) -> float:
-    """Distance inside (+) or outside (-) the threshold, whatever the comparator's direction."""
-    return value - threshold if comparator in (">=", ">") else threshold - value
+    """Distance from the threshold, positive on the passing side for every comparator (0 = exactly at it)."""
+    if comparator in (">=", ">"):
+        return value - threshold
+    if comparator in ("<=", "<"):
+        return threshold - value
+    distance = abs(value - threshold)
+    return -distance if comparator == "==" else distance
+
+
+def mtbf_lower_bound(hours: float, failures: int) -> float:
+    """One-sided 95% lower bound on MTBF from `failures` in `hours`: 2T / chi2(0.95; 2k+2) (T/3.0 for k=0)."""
+    from scipy.stats import chi2
+
+    return 2.0 * hours / float(chi2.ppf(CONFIDENCE, 2 * failures + 2))
 
 
 Verdict = tuple[str, float | None, int | None, str]  # status, value compared, n, note
 
 
-def _percentile(c: Criterion, value: float, n: int | None, rules: ProfileRules) -> Verdict | str:
+def _sampled(value: float, n: int | None, rules: ProfileRules) -> Verdict | str:
     if n is None or n < rules.min_samples:
         return INVALID, value, n, f"n={n} samples, profile {rules.name} needs >= {rules.min_samples}"
     return f"low confidence: n={n} < 100" if n < 100 else ""
 
 
-def _mtbf(c: Criterion, hours: float, failures: int) -> tuple[float, str, Verdict | None]:
-    """A failure-free run only bounds MTBF from below (T/3.0): too short a run is INVALID, not FAIL."""
-    if failures:
-        return hours / failures, f"{failures} failure(s) in {hours:.3g} h", None
-    bound = hours / MTBF_CHI2_FACTOR
-    note = f"no failure in {hours:.3g} h: 95% lower bound MTBF >= {bound:.3g} h (T/3.0)"
-    if COMPARATORS[c.comparator](bound, c.acceptance):
-        return bound, note, None
-    needed = f"; a run of {c.acceptance * MTBF_CHI2_FACTOR:g} h is needed"
-    return bound, note, (INVALID, bound, failures, note + needed)
+def _mtbf(c: Criterion, hours: float, failures: Evidence | None) -> Verdict | tuple[float, str]:
+    """A bound too low to pass with no failure seen means the run was too short: INVALID, not FAIL."""
+    if failures is None or failures.value is None:
+        return INVALID, hours, None, f"no failure count beside {c.metric!r}: MTBF cannot be bounded"
+    k = int(failures.value)
+    bound = mtbf_lower_bound(hours, k)
+    note = f"{k} failure(s) in {hours:.3g} h: 95% lower bound MTBF >= {bound:.3g} h"
+    if k == 0 and not COMPARATORS[c.comparator](bound, c.acceptance):
+        needed = c.acceptance * hours / bound
+        return INVALID, bound, k, f"{note}; a failure-free run of {needed:.4g} h is needed to show it"
+    return bound, note
 
 
-def _regression(c: Criterion, value: float, rules: ProfileRules) -> tuple[float | None, str]:
+def _regression(c: Criterion, ev: Evidence, rules: ProfileRules) -> Verdict | tuple[float, str]:
     base = rules.baseline.get(c.metric)
     if not base:
-        return None, f"no baseline value for {c.metric!r}"
+        return INVALID, None, ev.n, f"no baseline value for {c.metric!r}"
+    if rules.baseline_hardware is None or ev.hardware is None:
+        return INVALID, None, ev.n, "baseline or evidence has no hardware fingerprint: not comparable"
+    if rules.baseline_hardware != ev.hardware:
+        diff = sorted(k for k in {*rules.baseline_hardware, *ev.hardware} if
+                      rules.baseline_hardware.get(k) != ev.hardware.get(k))  # fmt: skip
+        return INVALID, None, ev.n, f"baseline measured on other hardware (differs in {', '.join(diff)})"
+    value = float(ev.value)  # type: ignore[arg-type]
     change = (base - value) / base * 100.0 if c.better == "higher" else (value - base) / base * 100.0
     return change, f"baseline {base:.4g}, measured {value:.4g} ({change:+.2f}% regression)"
 
 
-def _check(c: Criterion, ev: Evidence | None, rules: ProfileRules) -> Verdict:
+def _check(c: Criterion, evidence: dict[str, Evidence], rules: ProfileRules, unmeasured: dict[str, str]) -> Verdict:
     """The verdict on one criterion in a profile that evaluates it."""
+    ev = evidence.get(c.metric)
     if ev is None or ev.value is None:
-        return INVALID, None, None, f"no evidence: metric {c.metric!r} was not measured"
+        why = f"no stage measures it yet: {unmeasured[c.metric]}" if c.metric in unmeasured else "not measured"
+        return INVALID, None, None, f"no evidence: metric {c.metric!r} {why}"
     if ev.invalid_reason:
         return INVALID, ev.value, ev.n, f"evidence failed validation: {ev.invalid_reason}"
     value, n, note = float(ev.value), ev.n, ""
-    if c.kind == "percentile":
-        outcome = _percentile(c, value, n, rules)
+    if c.kind in ("percentile", "trend"):
+        outcome = _sampled(value, n, rules)
         if not isinstance(outcome, str):
             return outcome
         note = outcome
-    elif c.kind == "mtbf":
-        value, note, early = _mtbf(c, value, n or 0)
-        if early:
-            return early
-    elif c.kind == "regression":
-        compared, note = _regression(c, value, rules)
-        if compared is None:
-            return INVALID, None, n, note
-        value = compared
+    elif c.kind in ("mtbf", "regression"):
+        sibling = evidence.get(c.metric.rsplit(".", 1)[0] + ".failures")
+        outcome = _mtbf(c, value, sibling) if c.kind == "mtbf" else _regression(c, ev, rules)
+        if len(outcome) == 4:
+            return outcome  # type: ignore[return-value]
+        value, note = outcome  # type: ignore[misc]
+        n = int(sibling.value) if c.kind == "mtbf" and sibling and sibling.value is not None else n
     ok = COMPARATORS[c.comparator](value, c.acceptance)
     return (PASS if ok else FAIL), value, n, note
+
+
+def _outside_profile(c: Criterion, ev: Evidence | None, rules: ProfileRules) -> Verdict:
+    if ev is None or ev.value is None:
+        return NOT_IN_PROFILE, None, None, f"not measured; gated by {', '.join(c.profiles)}"
+    return NOT_IN_PROFILE, ev.value, ev.n, f"measured, not gated in {rules.name} (gated by {', '.join(c.profiles)})"
 
 
 def evaluate(spec: GateSpec, evidence: dict[str, Evidence], rules: ProfileRules) -> list[CheckResult]:
     """Every criterion of the spec, judged for the profile (those it does not evaluate: NOT_IN_PROFILE)."""
     results = []
     for c in spec.criteria:
-        if rules.name not in c.profiles:
-            status, value, n, note = NOT_IN_PROFILE, None, None, f"not evaluated by profile {rules.name}"
+        ev = evidence.get(c.metric)
+        if rules.name in c.profiles:
+            status, value, n, note = _check(c, evidence, rules, spec.unmeasured)
         else:
-            status, value, n, note = _check(c, evidence.get(c.metric), rules)
+            status, value, n, note = _outside_profile(c, ev, rules)
+        comparable = value is not None and (status != NOT_IN_PROFILE or c.kind == "value")
         results.append(
             CheckResult(
                 id=c.id,
@@ -147,9 +182,11 @@ def evaluate(spec: GateSpec, evidence: dict[str, Evidence], rules: ProfileRules)
                 comparator=c.comparator,
                 threshold=c.acceptance,
                 unit=c.unit,
-                margin=None if value is None or status == NOT_IN_PROFILE else margin(value, c.comparator, c.acceptance),
+                margin=margin(value, c.comparator, c.acceptance) if comparable else None,
                 n=n,
                 note=note,
+                basis=ev.basis if ev is not None and value is not None else None,
+                source=ev.source if ev is not None else None,
             )
         )
     return results

@@ -1,4 +1,8 @@
-"""The release report: decision.json, then a Markdown and an HTML page (summary first, then each dimension)."""
+"""The release report: decision.json, then a Markdown and an HTML page (header and summary, then every criterion).
+
+Every criterion is listed, those outside the profile too (with what was measured, if anything). Statuses are
+words, not emoji (emoji render as empty boxes on machines without an emoji font).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gates.criteria import DIMENSIONS
 from gates.decision import Decision
-from gates.evaluate import NOT_IN_PROFILE, CheckResult
+from gates.evaluate import CheckResult
 
-DIMENSIONS = ["performance", "quality", "features", "reliability", "compatibility", "release"]
 STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}
 .badge{color:#fff;padding:.2em .6em;border-radius:.3em}
-table{border-collapse:collapse;width:100%;font-size:.9em}
+table{border-collapse:collapse;width:100%;font-size:.85em}
 td,th{border:1px solid #ddd;padding:.3em;vertical-align:top}
-tr.FAIL{background:#ffebe9}tr.INVALID{background:#fff8c5}tr.PASS{background:#dafbe1}img{max-width:100%}
+tr.FAIL{background:#ffebe9}tr.INVALID{background:#fff8c5}tr.PASS{background:#dafbe1}tr.NOT_IN_PROFILE{color:#57606a}
+img{max-width:100%}
 """
-ICONS = {"PASS": "✅", "FAIL": "❌", "INVALID": "⚠️", "NOT_IN_PROFILE": "·"}
+COLUMNS = ["status", "check", "measured", "basis", "needs", "margin", "n", "note"]
 
 
-def decision_document(decision: Decision, results: list[CheckResult], context: dict[str, Any]) -> dict[str, Any]:
+def decision_document(
+    decision: Decision,
+    results: list[CheckResult],
+    gate: dict[str, Any],
+    evidence: dict[str, Any],
+    context: dict[str, Any],
+) -> dict[str, Any]:
     """The decision.json document."""
     return {
         "scenario": decision.scenario,
@@ -30,106 +41,140 @@ def decision_document(decision: Decision, results: list[CheckResult], context: d
         "counts": decision.counts,
         "top_reasons": decision.top_reasons(),
         "blockers": [r.id for r in decision.blockers],
+        "gate": gate,
+        "evidence": evidence,
         "context": context,
         "checks": [r.to_dict() for r in results],
     }
 
 
 def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
+    return "not measured" if value is None else f"{value:.4g}"
 
 
-def _table(rows: list[CheckResult]) -> list[str]:
-    lines = ["| | check | measured | needs | margin | n | note |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        needs = f"{r.comparator} {r.threshold:g} {r.unit}".strip()
-        lines.append(
-            f"| {ICONS[r.status]} {r.status} | `{r.id}` {r.description} | {_fmt(r.value)} {r.unit} | {needs} "
-            f"| {_fmt(r.margin)} | {r.n if r.n is not None else ''} | {r.note} |"
-        )
-    return lines
+def cells(r: dict[str, Any]) -> list[str]:
+    """One criterion as the report's columns (from a decision.json check)."""
+    unit = r["unit"]
+    measured = _fmt(r["value"]) + (f" {unit}" if r["value"] is not None and unit else "")
+    margin = "" if r["margin"] is None else f"{r['margin']:+.4g}"
+    return [
+        r["status"],
+        f"{r['id']}: {r['description']}",
+        measured,
+        r.get("basis") or "",
+        f"{r['comparator']} {r['threshold']:g} {unit}".strip(),
+        margin,
+        "" if r["n"] is None else str(r["n"]),
+        r["note"],
+    ]
 
 
-def markdown(doc: dict[str, Any], results: list[CheckResult], plots: list[Path]) -> str:
-    """release_report.md: summary first, then one table per dimension."""
-    ctx, counts = doc["context"], doc["counts"]
+def header_lines(doc: dict[str, Any]) -> list[str]:
+    """Profile, spec, commit, hardware, baseline and overrides: what the verdict rests on."""
+    g, ctx = doc["gate"], doc["context"]
+    shas = sorted({str(e["provenance"].get("git_sha", "?"))[:10] for e in doc["evidence"].values()})
+    hardware = next((e["provenance"].get("hardware") for e in doc["evidence"].values() if e["provenance"]), None)
+    baseline = g["baseline"]
+    return [
+        f"profile {g['profile']} (min samples {g['min_samples']}, judges >= {g['min_evaluated_pct']:g}% of criteria)",
+        f"model {ctx.get('model', g.get('model'))}, quant {ctx.get('quant', '?')}, cluster {ctx.get('cluster', '?')}",
+        f"spec {g['spec']} sha256 {g['spec_sha256'][:12]}",
+        f"decided at git {str(g.get('git_sha', '?'))[:10]}{' (dirty tree)' if g.get('git_dirty') else ''}"
+        f" on {g.get('created', '?')}; evidence from git {', '.join(shas) or 'none'}",
+        f"hardware {json.dumps(hardware) if hardware else 'unknown'}",
+        f"baseline {baseline['path'] + ' from git ' + str(baseline.get('git_sha', '?'))[:10] if baseline else 'none'}",
+        f"overrides: {'; '.join(g['overrides']) if g['overrides'] else 'none'}",
+    ]
+
+
+def markdown(doc: dict[str, Any], plots: list[Path]) -> str:
+    """release_report.md: header and summary first, then one table per dimension with every criterion."""
+    counts = doc["counts"]
     out = [
         f"# Release gate: Scenario {doc['scenario']}",
         "",
-        f"**{doc['summary']}.** Profile `{ctx.get('profile')}`, model `{ctx.get('model')}`, "
-        f"git `{ctx.get('git_sha', '?')[:10]}`, {ctx.get('timestamp', '')}.",
+        f"**{doc['summary']}.**",
+        "",
+        *[f"- {line}" for line in header_lines(doc)],
         "",
         f"PASS {counts['PASS']} · FAIL {counts['FAIL']} · INVALID {counts['INVALID']} (no evidence: never green) · "
-        f"not in this profile {counts['NOT_IN_PROFILE']}",
+        f"NOT_IN_PROFILE {counts['NOT_IN_PROFILE']} (listed below with what was measured)",
         "",
         "## Top reasons",
         "",
-        *([f"- {reason}" for reason in doc["top_reasons"]] or ["- none: every evaluated criterion passed"]),
+        *([f"- {reason}" for reason in doc["top_reasons"]] or ["- none: every criterion this profile judges passed"]),
     ]
     for dim in DIMENSIONS:
-        rows = [r for r in results if r.dimension == dim and r.status != NOT_IN_PROFILE]
-        skipped = sum(r.dimension == dim and r.status == NOT_IN_PROFILE for r in results)
-        out += ["", f"## {dim.capitalize()}", ""]
-        out += _table(rows) if rows else ["No criterion of this dimension is evaluated by this profile."]
-        if skipped:
-            out += ["", f"{skipped} more criteria are evaluated only by other profiles (see decision.json)."]
+        rows = [c for c in doc["checks"] if c["dimension"] == dim]
+        if not rows:
+            continue
+        out += ["", f"## {dim.capitalize()}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells(r)) + " |" for r in rows]
     if plots:
         out += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(out) + "\n"
 
 
-def html_page(doc: dict[str, Any], results: list[CheckResult], plots: list[Path]) -> str:
+def html_page(doc: dict[str, Any], plots: list[Path]) -> str:
     """release_report.html: the same, self-contained (plots inlined)."""
-    colour = {"A": "#1a7f37", "B": "#9a6700", "C": "#cf222e"}[doc["scenario"]]
-    rows_by_dim = []
+    colour = {"A": "#1a7f37", "B": "#9a6700", "C": "#cf222e"}.get(doc["scenario"], "#57606a")
+    sections = []
     for dim in DIMENSIONS:
-        rows = [r for r in results if r.dimension == dim and r.status != NOT_IN_PROFILE]
+        rows = [c for c in doc["checks"] if c["dimension"] == dim]
+        if not rows:
+            continue
         body = "".join(
-            f"<tr class='{r.status}'><td>{ICONS[r.status]} {r.status}</td><td><code>{html.escape(r.id)}</code>"
-            f"<br>{html.escape(r.description)}</td><td>{_fmt(r.value)} {html.escape(r.unit)}</td>"
-            f"<td>{html.escape(r.comparator)} {r.threshold:g}</td><td>{_fmt(r.margin)}</td>"
-            f"<td>{'' if r.n is None else r.n}</td><td>{html.escape(r.note)}</td></tr>"
+            f"<tr class='{r['status']}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + "</tr>"
             for r in rows
         )
-        table = (
-            f"<table><tr><th></th><th>check</th><th>measured</th><th>needs</th><th>margin</th><th>n</th>"
-            f"<th>note</th></tr>{body}</table>"
-            if rows
-            else "<p>No criterion of this dimension is evaluated by this profile.</p>"
-        )
-        rows_by_dim.append(f"<h2>{dim.capitalize()}</h2>{table}")
+        head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+        sections.append(f"<h2>{dim.capitalize()}</h2><table><tr>{head}</tr>{body}</table>")
     images = "".join(
         f"<figure><img alt='{p.stem}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
         f"<figcaption>{p.stem}</figcaption></figure>"
         for p in plots
     )
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in doc["top_reasons"]) or "<li>none</li>"
-    ctx = doc["context"]
-    sha = html.escape(str(ctx.get("git_sha", "?"))[:10])
+    header = "".join(f"<li>{html.escape(line)}</li>" for line in header_lines(doc))
+    counts = " · ".join(f"{k} {v}" for k, v in doc["counts"].items())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Release gate: Scenario {doc["scenario"]}</title>
 <style>{STYLE}.badge{{background:{colour}}}</style>
 </head><body><h1>Release gate: <span class="badge">Scenario {doc["scenario"]}</span></h1>
-<p><b>{html.escape(doc["summary"])}.</b> Profile <code>{html.escape(str(ctx.get("profile")))}</code>,
-model <code>{html.escape(str(ctx.get("model")))}</code>, git <code>{sha}</code>.</p>
-<p>{" · ".join(f"{k} {v}" for k, v in doc["counts"].items())}</p>
-<h2>Top reasons</h2><ul>{reasons}</ul>{"".join(rows_by_dim)}{images}</body></html>
+<p><b>{html.escape(doc["summary"])}.</b></p><ul>{header}</ul><p>{counts}</p>
+<h2>Top reasons</h2><ul>{reasons}</ul>{"".join(sections)}{images}</body></html>
 """
 
 
 def write_reports(
-    out_dir: Path, decision: Decision, results: list[CheckResult], context: dict[str, Any], plots: list[Path]
+    out_dir: Path,
+    decision: Decision,
+    results: list[CheckResult],
+    gate: dict[str, Any],
+    evidence: dict[str, Any],
+    context: dict[str, Any],
+    plots: list[Path],
 ) -> dict[str, Any]:
     """Write decision.json and both reports; returns the document."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = decision_document(decision, results, context)
+    doc = decision_document(decision, results, gate, evidence, context)
     (out_dir / "decision.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out_dir / "release_report.md").write_text(markdown(doc, results, plots))
-    (out_dir / "release_report.html").write_text(html_page(doc, results, plots))
+    (out_dir / "release_report.md").write_text(markdown(doc, plots))
+    (out_dir / "release_report.html").write_text(html_page(doc, plots))
     return doc
 
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:
     """The scenario line and its top reasons, for terminals and logs."""
     c = doc["counts"]
-    head = f"Scenario {doc['scenario']}: {doc['summary']} (PASS {c['PASS']}, FAIL {c['FAIL']}, INVALID {c['INVALID']})"
+    head = f"Scenario {doc['summary']} (PASS {c['PASS']}, FAIL {c['FAIL']}, INVALID {c['INVALID']})"
     return [head, *[f"  - {r}" for r in doc["top_reasons"]]]
+
+
+def full_listing(doc: dict[str, Any]) -> list[str]:
+    """Every criterion, one line each: status, id, measured value, basis, threshold (for `gates show`)."""
+    lines = [*summary_lines(doc), "", *header_lines(doc), ""]
+    for r in doc["checks"]:
+        status, _, measured, basis, needs, _, n, _ = cells(r)
+        extra = f" [{basis}]" if basis else ""
+        lines.append(f"{status:<15} {r['id']:<45} {measured}{extra}, needs {needs}" + (f" (n={n})" if n else ""))
+    return lines

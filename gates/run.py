@@ -1,4 +1,9 @@
-"""One gate evaluation from files: evidence → validation → verdicts → decision → reports (CLI and pipeline)."""
+"""One gate evaluation from files: evidence → validation → verdicts → decision → reports (CLI and pipeline).
+
+Everything that could change the verdict is recorded in decision.json (`gate` and `evidence`), so that
+`python -m gates check` can re-verify it: the spec's hash, the profile and its declared minimums, every evidence
+file's sha256 and producer, the baseline, the sign-offs, and every override of the project's defaults.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gates.criteria import load_spec
-from gates.decision import classify
-from gates.evaluate import ProfileRules, evaluate
-from gates.evidence import collect, coverage_evidence, signoff_evidence
+from gates.criteria import GateSpec, load_spec
+from gates.decision import Decision, classify
+from gates.evaluate import CheckResult, ProfileRules, evaluate
+from gates.evidence import EvidenceFile, collect, read_metrics_file, signoff_evidence
+from gates.profiles import UnknownProfileError, declared_profile, profile_overrides
+from gates.provenance import git_dirty, git_head, now_utc, sha256_file
 from gates.report import write_reports
+from gates.stages import DVC_YAML, evidence_stages, load_stages
 
-# Where the project's stages and `make test` leave their evidence (paths relative to the project root).
-STAGE_METRICS = [
-    Path("metrics") / f"{name}.json" for name in ("bench", "quality", "calibrate", "serve", "stress", "code")
-]
-TEST_SUMMARY = Path("reports/tests/summary.json")
-COVERAGE = Path("reports/tests/coverage.json")
+DEFAULT_SPEC = Path("conf/gates/phase3.yaml")
 SIGNOFF = Path("release/signoff.yaml")
 PLOTS = Path("plots")
-EVIDENCE = [*STAGE_METRICS, TEST_SUMMARY]  # every metrics file the gate reads by default
+
+
+def default_evidence(dvc_yaml: Path = DVC_YAML) -> list[Path]:
+    """Every evidence file dvc.yaml declares, in stage order."""
+    return [s.evidence for s in evidence_stages(dvc_yaml) if s.evidence is not None]
 
 
 def baseline_for(profile: str, model: str) -> Path:
@@ -30,44 +37,109 @@ def baseline_for(profile: str, model: str) -> Path:
 
 @dataclass
 class GateInputs:
-    """Everything one evaluation reads; the defaults are the project's own layout."""
+    """Everything one evaluation reads; None means the project's declared default (which is not an override)."""
 
     profile: str
-    spec: Path = Path("conf/gates/phase3.yaml")
-    min_samples: int = 100
-    metrics: list[Path] = field(default_factory=lambda: list(EVIDENCE))
+    model: str = ""
+    spec: Path | None = None
+    min_samples: int | None = None
+    metrics: list[Path] | None = None
     baseline: Path | None = None
     signoff: Path | None = SIGNOFF
-    coverage: Path | None = COVERAGE
+    validate: bool = True
+    profile_params: dict[str, Any] | None = None  # the composed profile section, compared with its declaration
+    dvc_yaml: Path = DVC_YAML
     plots: list[Path] = field(default_factory=lambda: sorted(PLOTS.glob("*.png")))
     out: Path = Path("reports")
-    validate: bool = True
     context: dict[str, Any] = field(default_factory=dict)
 
 
-def run_gate(inputs: GateInputs) -> dict[str, Any]:
-    """Judge the evidence and write decision.json and the reports; returns the decision document."""
-    spec = load_spec(inputs.spec)
-    evidence, keys_by_file = collect(inputs.metrics)
+@dataclass
+class Judgement:
+    """The outcome of one evaluation with the facts that produced it."""
+
+    decision: Decision
+    results: list[CheckResult]
+    gate: dict[str, Any]
+    evidence: list[EvidenceFile]
+
+
+def overrides_of(inputs: GateInputs, declared: dict[str, Any]) -> list[str]:
+    """Every way these inputs depart from the project's declared defaults."""
+    out = profile_overrides(inputs.profile, inputs.profile_params) if inputs.profile_params is not None else []
+    if inputs.spec is not None and inputs.spec != DEFAULT_SPEC:
+        out.append(f"spec={inputs.spec} (declared {DEFAULT_SPEC})")
+    if inputs.min_samples is not None and inputs.min_samples != declared.get("min_samples"):
+        out.append(f"min_samples={inputs.min_samples} (declared {declared.get('min_samples')})")
+    if inputs.metrics is not None and inputs.metrics != default_evidence(inputs.dvc_yaml):
+        out.append(f"evidence files chosen by hand: {[str(m) for m in inputs.metrics]}")
+    if inputs.baseline is not None and inputs.baseline != baseline_for(inputs.profile, inputs.model):
+        out.append(f"baseline={inputs.baseline} (declared {baseline_for(inputs.profile, inputs.model)})")
+    if not inputs.validate:
+        out.append("validation off (--no-validate)")
+    return out
+
+
+def _baseline(path: Path) -> tuple[dict[str, float], dict[str, Any] | None]:
+    if not path.is_file():
+        return {}, None
+    from gates.evidence import flatten
+
+    doc = read_metrics_file(path)
+    values = {k: e.value for k, e in flatten(doc).items() if e.value is not None}
+    return values, {"path": str(path), "sha256": sha256_file(path), **(doc.get("_provenance") or {})}
+
+
+def _file_fact(path: Path | None) -> dict[str, str] | None:
+    return {"path": str(path), "sha256": sha256_file(path)} if path is not None and path.is_file() else None
+
+
+def judge(inputs: GateInputs) -> Judgement:
+    """Evaluate without writing anything (what `gates check` repeats to re-verify a decision)."""
+    declared = declared_profile(inputs.profile)
+    spec_path = inputs.spec or DEFAULT_SPEC
+    spec: GateSpec = load_spec(spec_path)
+    if inputs.profile not in spec.profiles:
+        raise UnknownProfileError(f"profile {inputs.profile!r} is not one of {spec_path}'s profiles {spec.profiles}")
+    stages = load_stages(inputs.dvc_yaml)
+    metrics = inputs.metrics if inputs.metrics is not None else default_evidence(inputs.dvc_yaml)
+    missing = [str(m) for m in inputs.metrics or [] if not m.is_file()]
+    if missing:
+        raise ValueError(f"evidence file(s) named on the command line do not exist: {missing}")
+    evidence, files = collect(metrics, stages)
     evidence.update(signoff_evidence(inputs.signoff, spec.signoff))
-    evidence.update(coverage_evidence(inputs.coverage))
     rejected: dict[str, str] = {}
     if inputs.validate:
         from gates.validate import validate_evidence
 
-        rejected = validate_evidence(evidence, keys_by_file)
-    baseline: dict[str, float] = {}
-    if inputs.baseline and inputs.baseline.is_file():
-        baseline = {k: e.value for k, e in collect([inputs.baseline])[0].items() if e.value is not None}
-    rules = ProfileRules(name=inputs.profile, min_samples=inputs.min_samples, baseline=baseline)
+        rejected = validate_evidence(evidence, {f.path: f.keys for f in files})
+    baseline_path = inputs.baseline or baseline_for(inputs.profile, inputs.model)
+    baseline, baseline_facts = _baseline(baseline_path)
+    min_samples = inputs.min_samples if inputs.min_samples is not None else int(declared["min_samples"])
+    rules = ProfileRules(inputs.profile, min_samples, baseline, (baseline_facts or {}).get("hardware"))
     results = evaluate(spec, evidence, rules)
-    context = {
-        **inputs.context,
+    min_pct = float(declared["min_evaluated_pct"])
+    gate = {
         "profile": inputs.profile,
-        "spec": str(inputs.spec),
-        "evidence_files": sorted(keys_by_file),
+        "model": inputs.model,
+        "spec": str(spec_path),
+        "spec_sha256": sha256_file(spec_path),
+        "min_samples": min_samples,
+        "min_evaluated_pct": min_pct,
+        "validated": inputs.validate,
         "rejected_by_validation": rejected,
-        "baseline": str(inputs.baseline) if baseline else None,
+        "baseline": baseline_facts,
+        "signoff": _file_fact(inputs.signoff),
+        "dvc_yaml": _file_fact(inputs.dvc_yaml),
+        "overrides": overrides_of(inputs, declared),
     }
+    return Judgement(classify(results, spec, inputs.profile, min_pct), results, gate, files)
+
+
+def run_gate(inputs: GateInputs) -> dict[str, Any]:
+    """Judge the evidence and write decision.json and the reports; returns the decision document."""
+    j = judge(inputs)
+    j.gate.update(created=now_utc(), git_sha=git_head(), git_dirty=git_dirty())
     plots = [p for p in inputs.plots if p.is_file()]
-    return write_reports(inputs.out, classify(results, spec), results, context, plots)
+    evidence = {f.path: f.record() for f in j.evidence}
+    return write_reports(inputs.out, j.decision, j.results, j.gate, evidence, inputs.context, plots)

@@ -16,7 +16,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from engine.bench import percentiles, run_one
-from pipelines.common import METRICS, PLOTS, stage_cli, write_json
+from gates.provenance import now_utc
+from pipelines.common import PLOTS, stage_cli, write_metrics
 from pipelines.config import TollgateConf, load_params
 
 MIB = 2**20
@@ -129,6 +130,7 @@ def write_plots(rows: list[dict[str, Any]], itl: list[float]) -> list[Path]:
 @flow(name="bench")
 def bench_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Run the profile's throughput, latency and memory scenarios; write metrics and plots."""
+    started = now_utc()
     p = load_params(Path(params_path))
     rows = throughput(p)
     lat = latency(p)
@@ -140,7 +142,7 @@ def bench_flow(params_path: str = "params.yaml") -> dict[str, Any]:
         if one and r["batch"] != 1:
             bench[f"batch{r['batch']}_vs_batch1"] = r["decode_tok_s"] / one["decode_tok_s"]
     metrics = {"bench": bench, "latency": {k: lat[k] for k in ("ttft_ms", "itl_ms")}, "memory": mem}
-    write_json(METRICS / "bench.json", metrics)
+    write_metrics("bench", metrics, params_path, started)
     write_plots(rows, lat["itl_samples"])
     return metrics
 

@@ -16,7 +16,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.common import METRICS, PLOTS, REPORTS, stage_cli, write_json
+from gates.provenance import now_utc
+from pipelines.common import PLOTS, REPORTS, stage_cli, write_metrics
 from pipelines.config import QuantConf, TollgateConf, load_params
 
 QUANT_DIR = Path("models/quant")
@@ -145,6 +146,7 @@ def _cell(value: Any) -> str:
 @flow(name="calibrate")
 def calibrate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Measure every strategy against fp32, check the fallback, select a strategy, write metrics and table."""
+    started = now_utc()
     import torch
 
     from engine.eval import compare, score
@@ -183,7 +185,7 @@ def calibrate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
         "features": {"quantization": {"complete": int(bool(complete)), "strategies": len(rows) - 1}},
         "faults": {"quantization": faults},
     }
-    write_json(METRICS / "calibrate.json", metrics)
+    write_metrics("calibrate", metrics, params_path, started)
     table = head_to_head(rows)
     PLOTS.mkdir(exist_ok=True)
     csv_rows = [",".join(HEAD_TO_HEAD)] + [

@@ -18,7 +18,8 @@ from typing import Any
 
 from prefect import flow, task
 
-from pipelines.common import METRICS, stage_cli, write_json
+from gates.provenance import now_utc
+from pipelines.common import stage_cli, write_metrics
 
 PACKAGES = ("engine", "gates", "pipelines")
 
@@ -133,8 +134,9 @@ def measure() -> dict[str, Any]:
 @flow(name="codecheck")
 def codecheck_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Measure the code-quality metrics of the source tree."""
+    started = now_utc()
     metrics = {"code": measure()}
-    write_json(METRICS / "code.json", metrics)
+    write_metrics("codecheck", metrics, params_path, started)
     return metrics
 
 

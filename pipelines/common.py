@@ -1,4 +1,4 @@
-"""Helpers every stage shares: metrics files, the hardware fingerprint, git facts, the stage CLI."""
+"""Helpers every stage shares: metrics files with their provenance, the hardware fingerprint, the stage CLI."""
 
 from __future__ import annotations
 
@@ -6,16 +6,19 @@ import argparse
 import json
 import os
 import platform
-import subprocess
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from gates.provenance import git_dirty, git_head, now_utc, sha256_file, sha256_json, sha256_tree
+from gates.stages import stage_named
 from pipelines.config import PARAMS
 
 # Stage inputs and outputs are relative to the working directory: the project root where `dvc repro` runs.
-METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
 
@@ -52,13 +55,46 @@ def hardware_fingerprint() -> dict[str, str]:
     }
 
 
-def git_sha() -> str:
-    """Commit of the working tree ("unknown" outside git)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=".", capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def _resolve(dep: str, params: dict[str, Any]) -> str:
+    """A dvc.yaml dep with its `${a.b}` interpolations filled from params.yaml."""
+
+    def lookup(match: re.Match) -> str:
+        node: Any = params
+        for part in match.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{([\w.]+)\}", lookup, dep)
+
+
+def provenance(stage: str, params_path: str, started: str) -> dict[str, Any]:
+    """Who produced a metrics file: stage, commit, params and spec hashes, hardware, times, inputs' sha256."""
+    params = yaml.safe_load(Path(params_path).read_text())
+    inputs = {}
+    for dep in stage_named(stage).deps:
+        path = Path(_resolve(dep, params))
+        inputs[str(path)] = sha256_tree(path) if path.exists() else "missing"
+    spec = Path(params.get("gate_spec", ""))
+    return {
+        "stage": stage,
+        "git_sha": git_head(),
+        "git_dirty": git_dirty(),
+        "params_sha256": sha256_json(params),
+        "spec_sha256": sha256_file(spec) if spec.is_file() else None,
+        "profile": params["profile"]["name"],
+        "hardware": hardware_fingerprint(),
+        "started": started,
+        "finished": now_utc(),
+        "inputs": inputs,
+    }
+
+
+def write_metrics(stage: str, data: dict[str, Any], params_path: str, started: str) -> Path:
+    """A stage's evidence file (dvc.yaml's metrics output) with its `_provenance`, written atomically."""
+    target = stage_named(stage).evidence
+    if target is None:
+        raise ValueError(f"dvc.yaml stage {stage!r} declares no metrics/ file")
+    return write_json(target, {"_provenance": provenance(stage, params_path, started), **data})
 
 
 def stage_cli(flow: Callable[[str], Any], description: str, argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from engine.quant.select import Limits
+from gates.profiles import UnknownProfileError, declared_profile
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PARAMS = Path("params.yaml")  # relative to the project root, where DVC runs the stages
@@ -153,12 +154,21 @@ class ServeSettings:
 
 
 @dataclass
+class TestsSettings:
+    """What the tests stage runs: a pytest marker expression over some paths (ci: what `make test` runs)."""
+
+    markers: str
+    paths: list[str] = field(default_factory=lambda: ["tests"])
+
+
+@dataclass
 class ProfileConf:
     """How much evidence a profile gathers (ci, weekly, release)."""
 
     name: str
     repetitions: int
     min_samples: int
+    min_evaluated_pct: float  # share of all criteria the profile must judge (PASS/FAIL) for any scenario
     threads: int
     bench: BenchSettings
     latency: LatencySettings
@@ -166,6 +176,7 @@ class ProfileConf:
     calibrate: CalibrateSettings
     stress: StressSettings
     serve: ServeSettings
+    tests: TestsSettings
 
 
 @dataclass
@@ -200,9 +211,11 @@ class TollgateConf:
 
 
 def validate(cfg: Any) -> TollgateConf:
-    """Check a composed config (or params.yaml contents) against the schemas; raises on a wrong key or type."""
+    """Check a composed config (or params.yaml contents) against the schemas and conf/profile/; raises otherwise."""
     merged = OmegaConf.merge(OmegaConf.structured(TollgateConf), cfg)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    conf: TollgateConf = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    declared_profile(conf.profile.name, CONF_DIR / "profile")  # an unknown profile would gate nothing
+    return conf
 
 
 def compose(overrides: list[str] | None = None) -> dict[str, Any]:
@@ -229,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in overrides):
         print(__doc__)
         return 0
-    params = compose(overrides)
+    try:
+        params = compose(overrides)
+    except UnknownProfileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     PARAMS.write_text(yaml.safe_dump(params, sort_keys=False))
     print(f"wrote {PARAMS} (profile {params['profile']['name']}, model {params['model']['name']})")
     return 0

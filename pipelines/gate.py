@@ -8,7 +8,7 @@ the scenario: `python -m gates check reports/decision.json` is the pass/fail ste
 from __future__ import annotations
 
 import sys
-import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,8 @@ from prefect import flow, get_run_logger, task
 
 from gates.evidence import read_metrics_file
 from gates.report import summary_lines
-from gates.run import EVIDENCE, GateInputs, baseline_for, run_gate
-from pipelines.common import REPORTS, git_sha, hardware_fingerprint, stage_cli
+from gates.run import GateInputs, default_evidence, run_gate
+from pipelines.common import REPORTS, stage_cli
 from pipelines.config import TollgateConf, load_params
 
 
@@ -30,24 +30,19 @@ def tracking_uri(p: TollgateConf) -> str:
 
 @task
 def decide(p: TollgateConf) -> dict[str, Any]:
-    """Evaluate with the pipeline's parameters and record where the evidence came from."""
+    """Evaluate with the pipeline's parameters; settings that differ from conf/ are stamped as overrides."""
     inputs = GateInputs(
         profile=p.profile.name,
+        model=p.model.name,
         spec=Path(p.gate_spec),
-        min_samples=p.profile.min_samples,
-        baseline=baseline_for(p.profile.name, p.model.name),
-        context={
-            "model": p.model.name,
-            "quant": p.quant.name,
-            "cluster": p.cluster.name,
-            "git_sha": git_sha(),
-            "timestamp": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "hardware": hardware_fingerprint(),
-        },
+        profile_params=asdict(p.profile),
+        context={"model": p.model.name, "quant": p.quant.name, "cluster": p.cluster.name},
     )
     doc = run_gate(inputs)
-    if doc["context"]["rejected_by_validation"]:
-        get_run_logger().warning("metrics failed validation: %s", doc["context"]["rejected_by_validation"])
+    if doc["gate"]["rejected_by_validation"]:
+        get_run_logger().warning("metrics failed validation: %s", doc["gate"]["rejected_by_validation"])
+    for override in doc["gate"]["overrides"]:
+        get_run_logger().warning("override: %s", override)
     return doc
 
 
@@ -74,20 +69,22 @@ def log_to_mlflow(p: TollgateConf, doc: dict[str, Any], params_path: str) -> str
         artifacts = (Path(p.mlflow.tracking_dir) / "artifacts").resolve()
         mlflow.create_experiment(p.mlflow.experiment, artifact_location=artifacts.as_uri())
     mlflow.set_experiment(p.mlflow.experiment)
-    ctx = doc["context"]
+    ctx, g = doc["context"], doc["gate"]
+    hardware = next((e["provenance"].get("hardware") or {} for e in doc["evidence"].values()), {})
     tags = {
-        "git_sha": ctx["git_sha"],
-        "profile": ctx["profile"],
+        "git_sha": g["git_sha"],
+        "profile": g["profile"],
         "model": ctx["model"],
         "quant": ctx["quant"],
         "scenario": doc["scenario"],
-        **{f"hardware.{k}": v for k, v in ctx["hardware"].items()},
+        "overrides": str(len(g["overrides"])),
+        **{f"hardware.{k}": v for k, v in hardware.items()},
     }
     params = yaml.safe_load(Path(params_path).read_text())
-    with mlflow.start_run(run_name=f"release-gate-{ctx['profile']}-{ctx['model']}", tags=tags) as parent:
+    with mlflow.start_run(run_name=f"release-gate-{g['profile']}-{ctx['model']}", tags=tags) as parent:
         mlflow.log_params(flat_params(params))
         mlflow.log_metrics({f"gate.{k}": v for k, v in doc["counts"].items()})
-        for path in EVIDENCE:
+        for path in default_evidence():
             if not path.is_file():
                 continue
             flat = flatten(read_metrics_file(path))

@@ -1,24 +1,38 @@
-"""Stage `quality`: perplexity on the eval text, after Great Expectations checks the text itself.
+"""Stage `quality`: is the engine right? Perplexity, greedy output and the served API against references.
 
-`python -m pipelines.quality` writes metrics/quality.json (namespace `quality`).
+`python -m pipelines.quality` writes metrics/quality.json (namespace `quality`), for the pipeline's model with
+its `quant`:
+- `perplexity` on the eval text (after Great Expectations checks the text) and `perplexity_drift_pct`, the
+  absolute relative change against the transformers reference for the same tokens and context;
+- `greedy.token_agreement_pct`: greedy continuations of the reference prompts, token by token, against the
+  transformers references (EOS suppressed on both sides);
+- `served.match_pct`: the same prompts through a live `engine.server` (OpenAI /v1/completions, temperature 0)
+  give the same text as the offline engine.
+References come from data/references/<model>.json (`python -m pipelines.references`); a model without a
+committed one is compared with a reference computed now (`reference.committed` = 0).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+import httpx
+from prefect import flow, get_run_logger, task
 
-from pipelines.common import METRICS, stage_cli, write_json
-from pipelines.config import load_params
+from gates.provenance import now_utc
+from pipelines.common import stage_cli, write_metrics
+from pipelines.config import TollgateConf, load_params
+from pipelines.live_server import running_server
+from pipelines.references import build_reference, eval_ids, perplexity_key, reference_path
 
 MIN_LINES = 100
 
 
 @task
-def validate_text(path: Path, min_tokens: int) -> dict[str, Any]:
+def validate_text(path: Path) -> int:
     """The eval text exists, has enough non-empty lines and no control characters; raises with the reason."""
     import great_expectations.expectations as gxe
     import pandas as pd
@@ -28,8 +42,7 @@ def validate_text(path: Path, min_tokens: int) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: eval text not found")
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    frame = pd.DataFrame({"line": lines})
-    batch = ephemeral_batch(frame)
+    batch = ephemeral_batch(pd.DataFrame({"line": lines}))
     checks = {
         f"at least {MIN_LINES} non-empty lines": gxe.ExpectTableRowCountToBeBetween(min_value=MIN_LINES),
         "no control characters": gxe.ExpectColumnValuesToNotMatchRegex(column="line", regex=r"[\x00-\x08\x0b-\x1f]"),
@@ -37,33 +50,109 @@ def validate_text(path: Path, min_tokens: int) -> dict[str, Any]:
     failed = [name for name, expectation in checks.items() if not batch.validate(expectation).success]
     if failed:
         raise ValueError(f"{path}: eval text failed validation: {', '.join(failed)}")
-    return {"lines": len(lines), "chars": sum(map(len, lines)), "min_tokens": min_tokens}
+    return len(lines)
 
 
 @task
-def perplexity(model_path: Path, text: Path, max_tokens: int, context: int, threads: int) -> dict[str, Any]:
-    """Perplexity of the model on the first `max_tokens` tokens of the text."""
+def reference(p: TollgateConf) -> tuple[dict[str, Any], bool]:
+    """The committed reference when it covers this profile's eval setting, else one computed now."""
+    path = reference_path(p.model.name)
+    key = perplexity_key(p.profile.quality.max_tokens, p.profile.quality.context)
+    if path.is_file():
+        doc = json.loads(path.read_text())
+        if key in doc["perplexity"]:
+            return doc, True
+    get_run_logger().warning("no committed reference for %s at %s: computing one with transformers", p.model.name, key)
+    return build_reference(p, [(p.profile.quality.max_tokens, p.profile.quality.context)]), False
+
+
+def _engine(p: TollgateConf) -> Any:
+    from engine import LLM
+
+    return LLM(
+        p.model.path,
+        threads=p.profile.threads,
+        quant=p.quant.name,
+        quant_options=dict(p.quant.options),
+        calibration_text=p.data.calibration_text,
+    )
+
+
+def agreement(ours: list[list[int]], refs: list[list[int]]) -> float:
+    """Share of reference tokens matched position by position (a divergence costs every later position)."""
+    total = sum(len(r) for r in refs)
+    same = sum(a == b for o, r in zip(ours, refs, strict=True) for a, b in zip(o, r, strict=False))
+    return 100.0 * same / total if total else 0.0
+
+
+@task
+def offline_checks(p: TollgateConf, ref: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Perplexity and greedy agreement of the offline engine; returns metrics and its greedy texts."""
     import torch
 
-    from engine.eval import evaluate
-    from engine.loader import load_model, load_tokenizer
+    from engine import SamplingParams
+    from engine.eval import score
 
-    torch.set_num_threads(threads)
-    ids = load_tokenizer(model_path).encode(text.read_text(encoding="utf-8"), add_special_tokens=False)[:max_tokens]
-    return evaluate(load_model(model_path), ids, context)
+    llm = _engine(p)
+    q = p.profile.quality
+    scores = score(llm.engine.model, eval_ids(p, q.max_tokens), q.context)
+    ref_ppl = ref["perplexity"][perplexity_key(q.max_tokens, q.context)]["perplexity"]
+    greedy = ref["greedy"]
+    params = SamplingParams(
+        temperature=0.0,
+        max_tokens=greedy["new_tokens"],
+        logit_bias={t: -100.0 for t in greedy["suppressed_token_ids"]},
+    )
+    prompts = [item["prompt_ids"] for item in greedy["prompts"]]
+    with torch.inference_mode():
+        outputs = llm.generate(prompts, params)
+    ours = [list(o.outputs[0].token_ids) for o in outputs]
+    refs = [item["reference_ids"] for item in greedy["prompts"]]
+    metrics = {
+        "perplexity": scores.perplexity,
+        "reference_perplexity": ref_ppl,
+        "perplexity_drift_pct": abs(scores.perplexity - ref_ppl) / ref_ppl * 100.0,
+        "tokens": scores.predicted,
+        "greedy": {"token_agreement_pct": agreement(ours, refs), "prompts": len(refs)},
+    }
+    return metrics, [o.outputs[0].text for o in outputs]
+
+
+@task
+def served_checks(p: TollgateConf, ref: dict[str, Any], offline_texts: list[str]) -> dict[str, Any]:
+    """The same greedy prompts over the OpenAI API must give the offline engine's text."""
+    greedy = ref["greedy"]
+    bias = {str(t): -100 for t in greedy["suppressed_token_ids"]}
+    served = []
+    with running_server(p) as url, httpx.Client(base_url=url, timeout=300) as client:
+        model = Path(p.model.path).name
+        for item in greedy["prompts"]:
+            body = {"model": model, "prompt": item["text"], "max_tokens": greedy["new_tokens"], "temperature": 0}
+            reply = client.post("/v1/completions", json={**body, "logit_bias": bias})
+            reply.raise_for_status()
+            served.append(reply.json()["choices"][0]["text"])
+    same = sum(a == b for a, b in zip(served, offline_texts, strict=True))
+    return {"match_pct": 100.0 * same / len(served), "prompts": len(served)}
 
 
 @flow(name="quality")
 def quality_flow(params_path: str = "params.yaml") -> dict[str, Any]:
-    """Validate the eval text, then measure perplexity with the profile's token budget."""
+    """Validate the eval text, then compare perplexity, greedy output and the served API with the references."""
+    started = now_utc()
     p = load_params(Path(params_path))
-    text = Path(p.data.eval_text)
-    facts = validate_text(text, p.profile.quality.max_tokens)
-    result = perplexity(
-        Path(p.model.path), text, p.profile.quality.max_tokens, p.profile.quality.context, p.profile.threads
-    )
-    metrics = {"quality": {**result, "quant": p.quant.name, "text_lines": facts["lines"]}}
-    write_json(METRICS / "quality.json", metrics)
+    lines = validate_text(Path(p.data.eval_text))
+    ref, committed = reference(p)
+    offline, texts = offline_checks(p, ref)
+    served = served_checks(p, ref, texts)
+    metrics = {
+        "quality": {
+            **offline,
+            "served": served,
+            "text_lines": lines,
+            "reference": {"committed": int(committed)},
+        }
+    }
+    write_metrics("quality", metrics, params_path, started)
     return metrics
 
 

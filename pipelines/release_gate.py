@@ -1,39 +1,42 @@
-"""The whole release gate as one Prefect flow: convert → bench → quality → serve → stress → codecheck → gate.
+"""The whole release gate as one Prefect flow: every dvc.yaml stage in its order, the gate last.
 
     python -m pipelines.release_gate [--params params.yaml]
 
-Each stage is also its own flow and CLI (what `dvc repro` runs); this flow runs them in order as subflows, so
-one Prefect run (visible in the UI under `prefect server start`) holds the whole execution. A failing stage
-fails this flow.
+Each stage is also its own flow and CLI (what `dvc repro` runs); this flow runs them in dvc.yaml's order as
+subflows, so one Prefect run (visible in the UI under `prefect server start`) holds the whole execution. The
+stage list is read from dvc.yaml (stage `X` runs `python -m pipelines.X`, whose flow is `X_flow`), so it cannot
+drift from the pipeline. A failing stage fails this flow.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow
 
-from pipelines.bench import bench_flow
-from pipelines.codecheck import codecheck_flow
+from gates.stages import load_stages
 from pipelines.common import stage_cli
-from pipelines.convert import convert_flow
-from pipelines.gate import gate_flow
-from pipelines.quality import quality_flow
-from pipelines.serve import serve_flow
-from pipelines.stress import stress_flow
+
+
+def stage_flows() -> list[tuple[str, Callable[[str], Any]]]:
+    """(stage, flow) for every dvc.yaml stage, in order."""
+    flows = []
+    for stage in load_stages():
+        module = importlib.import_module(f"pipelines.{stage.name}")
+        flows.append((stage.name, getattr(module, f"{stage.name}_flow")))
+    return flows
 
 
 @flow(name="release_gate")
 def release_gate(params_path: str = "params.yaml") -> dict[str, Any]:
-    """Run every stage of the pipeline in order, then the gate."""
-    convert_flow(params_path)
-    bench_flow(params_path)
-    quality_flow(params_path)
-    serve_flow(params_path)
-    stress_flow(params_path)
-    codecheck_flow(params_path)
-    return gate_flow(params_path)
+    """Run every stage of the pipeline in order; returns the gate's result."""
+    result: Any = None
+    for _, stage_flow in stage_flows():
+        result = stage_flow(params_path)
+    return result
 
 
 if __name__ == "__main__":

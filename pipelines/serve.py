@@ -9,60 +9,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from prefect import flow, get_run_logger, task
 
 from engine.loadgen import run_load, summarize
-from engine.router.replicas import free_port
+from gates.provenance import now_utc
 from pipelines.api_probe import probe
-from pipelines.common import METRICS, stage_cli, write_json
+from pipelines.common import stage_cli, write_metrics
 from pipelines.config import TollgateConf, load_params
-
-STARTUP_TIMEOUT_S = 300
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before becoming healthy")
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"server at {url} not healthy after {timeout:.0f}s")
+from pipelines.live_server import running_server
 
 
 @task(retries=1, retry_delay_seconds=5)
 def serve_and_measure(p: TollgateConf) -> dict[str, Any]:
     """Server up, load, probes, server down (always)."""
     s = p.profile.serve
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "engine.server",
-        "--model",
-        p.model.path,
-        "--port",
-        str(port),
-        "--threads",
-        str(p.profile.threads),
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(cmd)
-    try:
-        wait_healthy(url, proc, STARTUP_TIMEOUT_S)
+    with running_server(p) as url:
         model = Path(p.model.path).name
         load_args = argparse.Namespace(
             url=url,
@@ -85,12 +50,6 @@ def serve_and_measure(p: TollgateConf) -> dict[str, Any]:
             "%d/%d requests, %.1f output tok/s", load["completed"], load["requests"], load["output_tok_s"]
         )
         return {"serve": {**load, "concurrency": s.concurrency}, **probe(url, model)}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @task
@@ -109,10 +68,11 @@ def model_load_errors_are_clear(p: TollgateConf) -> dict[str, Any]:
 @flow(name="serve")
 def serve_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Measure the served model under load and its API coverage."""
+    started = now_utc()
     p = load_params(Path(params_path))
     metrics = serve_and_measure(p)
     metrics["faults"].update(model_load_errors_are_clear(p))
-    write_json(METRICS / "serve.json", metrics)
+    write_metrics("serve", metrics, params_path, started)
     return metrics
 
 

@@ -7,7 +7,6 @@ Writes metrics/stress.json (namespace `stress`; `stress.mtbf` carries the run le
 
 from __future__ import annotations
 
-import itertools
 import random
 import sys
 import time
@@ -17,12 +16,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from engine.bench import proc_status_mb
-from pipelines.common import METRICS, stage_cli, write_json
+from gates.provenance import now_utc
+from pipelines.common import stage_cli, write_metrics
 from pipelines.config import load_params
 
-WINDOWS = 4  # RSS is compared across this many equal windows after warm-up
-LEAK_TOLERANCE = 0.02  # growth in every window and > 2% overall counts as a leak
-WARMUP_FRACTION = 0.25
+WARMUP_FRACTION = 0.25  # RSS samples before this share of the run are allocator warm-up, not a trend
+CONFIDENCE = 0.95
 
 
 def rss_mb() -> float:
@@ -30,18 +29,21 @@ def rss_mb() -> float:
     return proc_status_mb("VmRSS")
 
 
-def leak_detected(samples: list[tuple[float, float]]) -> tuple[bool, float]:
-    """(leak?, growth MB/h) from (seconds, MB) samples: the mean RSS must rise window after window."""
-    if len(samples) < 2 * WINDOWS:
-        return False, 0.0
-    start = int(len(samples) * WARMUP_FRACTION)
-    steady = samples[start:]
-    size = len(steady) // WINDOWS
-    means = [sum(mb for _, mb in steady[i * size : (i + 1) * size]) / size for i in range(WINDOWS)]
-    hours = (steady[-1][0] - steady[0][0]) / 3600 or 1e-9
-    growth = (steady[-1][1] - steady[0][1]) / hours
-    rising = all(b > a for a, b in itertools.pairwise(means))
-    return rising and means[-1] > means[0] * (1 + LEAK_TOLERANCE), growth
+def rss_trend(samples: list[tuple[float, float]]) -> dict[str, float | int]:
+    """Least-squares RSS slope (MB/h) after warm-up with its two-sided 95% interval; n = samples used."""
+    from scipy import stats
+
+    steady = samples[int(len(samples) * WARMUP_FRACTION) :]
+    if len(steady) < 3 or steady[-1][0] == steady[0][0]:
+        return {"n": len(steady)}
+    fit = stats.linregress([t / 3600 for t, _ in steady], [mb for _, mb in steady])
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(steady) - 2)) * fit.stderr
+    return {
+        "mb_per_hour": fit.slope,
+        "ci_low_mb_per_hour": fit.slope - half,
+        "ci_high_mb_per_hour": fit.slope + half,
+        "n": len(steady),
+    }
 
 
 def random_request(rng: random.Random, vocab: int, max_prompt: int, max_new: int) -> tuple[list[int], dict[str, Any]]:
@@ -95,32 +97,36 @@ def soak(model_path: Path, duration_s: float, max_prompt: int, max_new: int, thr
             if d.finish_reason and all(o.finish_reason for o in engine.get_output(d.request_id).outputs):
                 engine.pop_output(d.request_id)
                 stats["completed"] += 1
-        if now - last_sample >= max(1.0, duration_s / 600):
+        if now - last_sample >= max(0.5, duration_s / 2000):
             samples.append((now, rss_mb()))
             last_sample = now
     hours = (time.perf_counter() - start) / 3600
-    leak, growth = leak_detected(samples)
+    trend = rss_trend(samples)
     per_million = stats["failures"] / max(stats["requests"], 1) * 1e6
-    return {
+    out = {
         **stats,
         "hours": hours,
-        "mtbf": {"hours_run": hours, "n": stats["failures"]},
+        "stable_hours": hours if stats["failures"] == 0 else 0.0,
+        "mtbf": {"hours_run": hours, "failures": stats["failures"]},
         "crashes_per_1m_requests": per_million,
-        "leaks_detected": int(leak),
-        "rss_growth_mb_per_hour": growth,
+        "rss_growth": trend,
         "rss_start_mb": samples[0][1] if samples else None,
         "rss_end_mb": samples[-1][1] if samples else None,
     }
+    if "ci_low_mb_per_hour" in trend:
+        out["leaks_detected"] = int(trend["ci_low_mb_per_hour"] > 0)
+    return out
 
 
 @flow(name="stress")
 def stress_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Soak the engine for the profile's duration and record failures and memory growth."""
+    started = now_utc()
     p = load_params(Path(params_path))
     s = p.profile.stress
     result = soak(Path(p.model.path), s.duration_s, s.max_prompt_len, s.max_new_tokens, p.profile.threads)
     metrics = {"stress": {k: v for k, v in result.items() if v is not None}}
-    write_json(METRICS / "stress.json", metrics)
+    write_metrics("stress", metrics, params_path, started)
     return metrics
 
 

@@ -87,55 +87,6 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-llama"), "llama")
 
 
-# -- test evidence for the release gate (written when TOLLGATE_TEST_REPORT names a file, as `make test` does) --
-_outcomes: list[tuple[str, bool]] = []
-# tests.by_feature.<feature>: passed tests per feature the criteria count, by where the tests live
-FEATURE_PATHS = {
-    "tests/engine/quant/": "quantization",
-    "tests/engine/test_scheduler.py": "continuous_batching",
-    "tests/engine/test_block_manager.py": "continuous_batching",
-}
-_feature_passed: dict[str, int] = {}
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        _outcomes.append((report.outcome, "integration" in report.keywords))
-        feature = next((f for prefix, f in FEATURE_PATHS.items() if report.nodeid.startswith(prefix)), None)
-        if feature and report.outcome == "passed":
-            _feature_passed[feature] = _feature_passed.get(feature, 0) + 1
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    target = os.environ.get("TOLLGATE_TEST_REPORT")
-    if not target or not _outcomes:
-        return
-    import json
-    import time
-
-    ran = [(o, i) for o, i in _outcomes if o != "skipped"]
-    passed = sum(o == "passed" for o, _ in ran)
-    summary = {
-        "tests": {
-            "unit": {"count": sum(not i for _, i in ran)},
-            "integration": {"count": sum(i for _, i in ran)},
-            "total_passed": passed,
-            "passed_pct": 100.0 * passed / len(ran) if ran else 0.0,
-            "failed_pct": 100.0 * (len(ran) - passed) / len(ran) if ran else 0.0,
-            "duration_min": (time.time() - session.config._tollgate_start) / 60,
-            "by_feature": dict(_feature_passed),
-        }
-    }
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
-    Path(target).write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    import time
-
-    config._tollgate_start = time.time()
-
-
 # -- a live OpenAI-compatible server on 127.0.0.1 (uvicorn in a thread, so tests can look at its engine) --
 
 

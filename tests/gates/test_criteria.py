@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gates.criteria import GateSpecError, load_spec
+from gates.profiles import known_profiles
 from tests.conftest import ROOT
 
 PHASE3 = ROOT / "conf" / "gates" / "phase3.yaml"
@@ -122,6 +123,16 @@ def test_thirteen_features_and_the_critical_triggers(spec) -> None:
     assert len(blockers) == 5  # Part 7: throughput, MTBF, tests failing, security, backward compatibility
 
 
+def test_spec_profiles_are_the_declared_profiles(spec) -> None:
+    assert sorted(spec.profiles) == known_profiles(ROOT / "conf" / "profile") == ["ci", "release", "weekly"]
+
+
+def test_correctness_is_gated_in_every_profile(spec) -> None:
+    correctness = [c for c in spec.criteria if c.dimension == "correctness"]
+    assert len(correctness) == 3 and all(set(c.profiles) == set(spec.profiles) for c in correctness)
+    assert all(c.severity in ("major", "blocker") for c in correctness)
+
+
 def test_release_evaluates_everything_and_ci_a_subset(spec) -> None:
     assert all("release" in c.profiles for c in spec.criteria)
     ci = [c for c in spec.criteria if "ci" in c.profiles]
@@ -137,6 +148,7 @@ def write(tmp_path: Path, text: str) -> Path:
 BASE = """name: t
 source: t
 max_minor_issues: 2
+profiles: [ci, weekly, release]
 signoff: {roles: [a], min_approvals: 1, required: []}
 criteria:
 """

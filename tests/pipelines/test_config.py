@@ -43,3 +43,30 @@ def test_wrong_types_fail_validation() -> None:
 def test_committed_params_yaml_is_the_ci_composition() -> None:
     committed = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert committed == compose([])
+
+
+def test_an_unknown_profile_name_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from gates.profiles import UnknownProfileError
+    from pipelines.config import main
+
+    with pytest.raises(UnknownProfileError, match="unknown profile 'bogus'"):
+        compose(["profile.name=bogus"])
+    assert main(["profile.name=bogus"]) == 2
+    assert "conf/profile/ declares ['ci', 'release', 'weekly']" in capsys.readouterr().err
+
+
+def test_params_yaml_with_an_unknown_profile_is_refused_by_every_stage(tmp_path) -> None:
+    from gates.profiles import UnknownProfileError
+    from pipelines.config import load_params
+
+    params = compose([])
+    params["profile"]["name"] = "bogus"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(UnknownProfileError):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_make_test_runs_the_ci_profiles_test_selection() -> None:
+    ci = yaml.safe_load((ROOT / "conf" / "profile" / "ci.yaml").read_text())["tests"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert f'pytest -m "{ci["markers"]}" -q' in makefile and ci["paths"] == ["tests"]

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from gates.criteria import load_spec
+from gates.evidence import flatten, read_metrics_file
+from pipelines.pytest_evidence import FEATURE_PATHS
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
 OVERRIDES = [
     "model=tiny-random",
-    "scenario.throughput.batch_sizes=[1,2]",
+    "scenario.throughput.batch_sizes=[1,4,8,16]",
     "profile.bench.new_tokens=8",
     "profile.bench.prompt_len=16",
     "profile.latency.requests=4",
@@ -31,6 +34,7 @@ OVERRIDES = [
     "profile.serve.concurrency=2",
     "profile.serve.prompt_len=16",
     "profile.serve.max_tokens=4",
+    "profile.tests.paths=[tests/gates/test_decision.py]",  # the full suite runs this very test: no recursion
 ]
 
 
@@ -69,16 +73,19 @@ def repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     doc = json.loads((repro / "reports" / "decision.json").read_text())
-    assert doc["scenario"] in {"A", "B", "C"}
-    assert len(doc["checks"]) == 110 and doc["context"]["model"] == "tiny-random"
+    assert doc["scenario"] in {"A", "B", "C", "INVALID"}
+    assert len(doc["checks"]) == 113 and doc["context"]["model"] == "tiny-random"
     statuses = {c["id"]: c["status"] for c in doc["checks"]}
     assert statuses["quality.static_analysis"] in {"PASS", "FAIL"}  # measured by the codecheck stage
     assert statuses["compat.openai_parameters"] == "PASS"  # probed on the live server by the serve stage
     assert statuses["reliability.errors.model_load"] == "PASS"
     assert statuses["perf.throughput.two_node"] == "NOT_IN_PROFILE"
+    assert statuses["correctness.served_matches_offline"] == "PASS"  # the API gives the offline engine's text
+    assert statuses["quality.tests_passing"] == "PASS" and statuses["quality.unit_tests.coverage"] in {"PASS", "FAIL"}
     assert "Scenario" in (repro / "repro.log").read_text()
-    for name in ("bench", "quality", "calibrate", "serve", "stress", "code"):
-        assert (repro / "metrics" / f"{name}.json").is_file()
+    for name in ("bench", "quality", "calibrate", "serve", "stress", "code", "tests"):
+        prov = json.loads((repro / "metrics" / f"{name}.json").read_text())["_provenance"]
+        assert doc["evidence"][f"metrics/{name}.json"]["sha256"] and prov["git_sha"] == doc["gate"]["git_sha"]
     quant = json.loads((repro / "metrics" / "calibrate.json").read_text())
     assert {"int8", "int4", "gptq", "awq", "bitnet"} <= quant["quant"].keys()
     assert quant["faults"]["quantization"]["handled"] == 1
@@ -86,6 +93,46 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     assert (repro / "models" / "quant" / "tiny-random-gptq" / "quantization.json").is_file()
     assert "| gptq |" in (repro / "reports" / "quant_head_to_head.md").read_text()
     assert (repro / "reports" / "release_report.html").stat().st_size > 1000
+
+
+def test_every_criterion_is_measured_by_a_stage_or_listed_as_unmeasured(repro: Path) -> None:
+    produced = set()
+    for path in (repro / "metrics").glob("*.json"):
+        produced |= set(flatten(read_metrics_file(path)))
+    produced |= {f"tests.by_feature.{f}" for f in FEATURE_PATHS.values()}  # the full suite has them
+    produced.add("signoff.approved")  # from release/signoff.yaml, not a stage
+    spec = load_spec(repro / "conf" / "gates" / "phase3.yaml")
+    metrics = {c.metric for c in spec.criteria}
+    assert metrics - produced == set(spec.unmeasured), "a criterion lost its producer, or gained one"
+    assert set(spec.unmeasured) <= metrics
+
+
+def test_the_tiny_sizes_are_stamped_as_overrides_and_check_refuses_them(repro: Path) -> None:
+    doc = json.loads((repro / "reports" / "decision.json").read_text())
+    assert "profile.stress.duration_s=8 (declared 60)" in doc["gate"]["overrides"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    check = [sys.executable, "-m", "gates", "check", "reports/decision.json"]
+    proc = subprocess.run(check, cwd=repro, env=env, capture_output=True, text=True)
+    assert proc.returncode == 3 and "--accept-overrides" in proc.stderr
+    proc = subprocess.run([*check, "--accept-overrides"], cwd=repro, env=env, capture_output=True, text=True)
+    assert proc.returncode == (0 if doc["scenario"] == "A" else 1), proc.stderr
+
+
+def test_an_engine_that_answers_garbage_gets_c_with_correctness_first(repro: Path, tmp_path: Path) -> None:
+    work = tmp_path / "faulty"
+    shutil.copytree(repro, work, symlinks=True)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PREFECT_HOME": str(work / ".prefect"),
+        "TOLLGATE_FAULT": "constant_token",
+    }
+    run(["dvc", "repro", "--force", "--single-item", "quality"], work, env)
+    run(["dvc", "repro", "--single-item", "gate"], work, env)
+    doc = json.loads((work / "reports" / "decision.json").read_text())
+    statuses = {c["id"]: c["status"] for c in doc["checks"]}
+    assert statuses["correctness.greedy_agreement"] == "FAIL"
+    assert doc["scenario"] == "C" and doc["top_reasons"][0].startswith("FAIL correctness.greedy_agreement")
 
 
 def test_mlflow_holds_the_run_with_its_metrics(repro: Path) -> None:

@@ -3,29 +3,33 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+from gates.provenance import now_utc
+from pipelines.common import write_metrics
 from pipelines.config import compose
-from pipelines.stress import leak_detected, random_request
+from pipelines.stress import random_request, rss_trend
 from tests.conftest import ROOT
 
-METRICS = {
+METRICS = {  # stage -> its evidence
     "bench": {"bench": {"batch1": {"decode_tok_s": 20.0}, "batch4_vs_batch1": 3.2, "batch8_vs_batch1": 5.5}},
-    "code": {"code": {"compile_warnings": 0, "static_analysis_violations": 0, "complexity_max": 9}},
+    "codecheck": {"code": {"compile_warnings": 0, "static_analysis_violations": 0, "complexity_max": 9}},
 }
 
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    params = compose(["model=tiny-random", f"gate_spec={ROOT / 'conf' / 'gates' / 'phase3.yaml'}"])
+    shutil.copytree(ROOT / "conf", "conf")
+    shutil.copy(ROOT / "dvc.yaml", "dvc.yaml")
+    params = compose(["model=tiny-random"])
     Path("params.yaml").write_text(yaml.safe_dump(params))
-    Path("metrics").mkdir()
-    for name, data in METRICS.items():
-        Path("metrics", f"{name}.json").write_text(json.dumps(data))
+    for stage, data in METRICS.items():
+        write_metrics(stage, data, "params.yaml", now_utc())
     return tmp_path
 
 
@@ -38,7 +42,7 @@ def test_gate_flow_writes_the_decision_and_an_mlflow_run(prefect_harness, projec
     assert state.is_completed()
     out = state.result()
     doc = json.loads(Path("reports/decision.json").read_text())
-    assert out["scenario"] == doc["scenario"] == "C"  # most ci checks have no evidence here: never green
+    assert out["scenario"] == doc["scenario"] == "INVALID"  # most ci checks have no evidence here: too little
     statuses = {c["id"]: c["status"] for c in doc["checks"]}
     assert statuses["perf.batching.batch4_vs_batch1"] == "PASS"
     assert statuses["quality.tests_passing"] == "INVALID"
@@ -49,6 +53,7 @@ def test_gate_flow_writes_the_decision_and_an_mlflow_run(prefect_harness, projec
     assert "hardware.cpu" in parent.data.tags and parent.data.params["profile.name"] == "ci"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert {r.data.tags["stage"] for r in children} == {"bench", "code"}
+    assert doc["evidence"]["metrics/bench.json"]["stage"] == "bench"
     bench = next(r for r in children if r.data.tags["stage"] == "bench")
     assert bench.data.metrics["bench.batch1.decode_tok_s"] == 20.0
 
@@ -61,12 +66,21 @@ def test_a_failing_task_fails_its_flow(prefect_harness, project: Path) -> None:
     assert state.is_failed()
 
 
-def test_leak_detector_needs_steady_growth() -> None:
-    flat = [(t, 1000.0 + (t % 3)) for t in range(40)]
-    assert leak_detected(flat)[0] is False
-    growing = [(t, 1000.0 + 5 * t) for t in range(40)]
-    leak, per_hour = leak_detected(growing)
-    assert leak and per_hour == pytest.approx(5 * 3600)
+def test_written_metrics_carry_their_provenance(project: Path) -> None:
+    prov = json.loads(Path("metrics/bench.json").read_text())["_provenance"]
+    assert prov["stage"] == "bench" and prov["profile"] == "ci" and "cpu" in prov["hardware"]
+    assert len(prov["params_sha256"]) == 64 and len(prov["spec_sha256"]) == 64
+    assert set(prov["inputs"]) == {"models/tiny-random", "engine", "pipelines/bench.py"}
+
+
+def test_rss_trend_is_a_slope_with_its_interval() -> None:
+    flat = [(t * 10.0, 1000.0 + (t % 3)) for t in range(80)]
+    trend = rss_trend(flat)
+    assert trend["n"] == 60 and trend["ci_low_mb_per_hour"] < 0 < trend["ci_high_mb_per_hour"]
+    growing = [(t * 10.0, 1000.0 + 5 * t + (t % 3)) for t in range(80)]
+    trend = rss_trend(growing)
+    assert trend["mb_per_hour"] == pytest.approx(5 * 360, rel=0.01) and trend["ci_low_mb_per_hour"] > 0
+    assert rss_trend(growing[:2]) == {"n": 2}  # no slope from two points; the gate wants the profile's min_samples
 
 
 def test_stress_requests_include_invalid_input() -> None:

@@ -1,0 +1,83 @@
+"""Stage `tests`: the test suite as evidence (`python -m pipelines.tests`).
+
+Runs `pytest -m <profile.tests.markers> <profile.tests.paths>` with coverage in a subprocess and writes
+metrics/tests.json (namespace `tests`): counts by kind, pass rate (skipped tests count against it), coverage,
+duration and passed tests per feature. Failing tests are evidence, not a stage failure: the stage exits 0 and
+the gate judges. A suite that cannot even be collected is recorded as 0% passing with pytest's message.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from gates.provenance import now_utc
+from pipelines.common import stage_cli, write_metrics
+from pipelines.config import load_params
+
+COVERED = ("engine", "gates", "pipelines")
+
+
+def pytest_command(markers: str, paths: list[str], summary: Path, coverage_json: Path) -> list[str]:
+    """The pytest invocation of the stage (what `make test` runs, plus coverage and the evidence plugin)."""
+    cov = [f"--cov={pkg}" for pkg in COVERED] + [f"--cov-report=json:{coverage_json}"]
+    evidence = ["-p", "pipelines.pytest_evidence", f"--evidence-out={summary}"]
+    return [sys.executable, "-m", "pytest", "-m", markers, *paths, "-q", "-p", "no:cacheprovider", *evidence, *cov]
+
+
+def _failed_run(proc: subprocess.CompletedProcess, minutes: float) -> dict[str, Any]:
+    """Evidence of a suite that produced no results: nothing passed, and why."""
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+    return {
+        "tests": {"total_passed": 0, "passed_pct": 0.0, "failed_pct": 100.0, "collection_errors": 1,
+                  "duration_min": minutes},
+        "_errors": [f"pytest exited {proc.returncode} without results", *tail],
+    }  # fmt: skip
+
+
+def run_pytest(markers: str, paths: list[str]) -> tuple[dict[str, Any], subprocess.CompletedProcess]:
+    """Run pytest once in a subprocess; returns the evidence document and the finished process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        summary, coverage = Path(tmp) / "summary.json", Path(tmp) / "coverage.json"
+        start = time.perf_counter()
+        proc = subprocess.run(pytest_command(markers, paths, summary, coverage), capture_output=True, text=True)
+        minutes = (time.perf_counter() - start) / 60
+        if not summary.is_file():
+            return _failed_run(proc, minutes), proc
+        doc = json.loads(summary.read_text())
+        if coverage.is_file():
+            doc["tests"]["coverage_pct"] = json.loads(coverage.read_text())["totals"]["percent_covered"]
+        doc["tests"]["exit_code"] = proc.returncode
+        return doc, proc
+
+
+@task
+def run_suite(markers: str, paths: list[str]) -> dict[str, Any]:
+    """The suite's evidence, with pytest's verdict in the stage log."""
+    doc, proc = run_pytest(markers, paths)
+    log = get_run_logger()
+    log.info("pytest -m %r %s exited %d: %s", markers, " ".join(paths), proc.returncode, proc.stdout.strip()[-300:])
+    if "_errors" in doc:
+        log.error("pytest produced no results:\n%s", "\n".join(doc["_errors"]))
+    return doc
+
+
+@flow(name="tests")
+def tests_flow(params_path: str = "params.yaml") -> dict[str, Any]:
+    """Run the profile's test selection and record the outcome as evidence."""
+    started = now_utc()
+    p = load_params(Path(params_path))
+    metrics = run_suite(p.profile.tests.markers, list(p.profile.tests.paths))
+    write_metrics("tests", metrics, params_path, started)
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(stage_cli(tests_flow, __doc__))
