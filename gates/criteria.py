@@ -33,6 +33,11 @@ class Criterion(BaseModel):
     kind: Kind = "value"
     better: Literal["higher", "lower"] = "higher"  # direction of the metric, for regression checks
     profiles: list[str]
+    quote: list[str] = Field(
+        default_factory=list,
+        description="[label, threshold]: fragments of one line of the criteria document that state this check",
+    )
+    derivation: str | None = Field(None, description="how acceptance follows from the quote when it is not literal")
 
 
 class SignOff(BaseModel):
@@ -51,7 +56,7 @@ class GateSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    source: str
+    source: str = Field(description="the criteria document, a file beside the spec")
     max_minor_issues: int = Field(description="Scenario B allows this many minor issues; more is Scenario C")
     profiles: list[str] = Field(description="the profiles the criteria may name (conf/profile/*.yaml)")
     signoff: SignOff

@@ -7,6 +7,7 @@ is never green. A criterion outside the profile is NOT_IN_PROFILE but still show
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -109,7 +110,10 @@ def _mtbf(c: Criterion, hours: float, failures: Evidence | None) -> Verdict | tu
     note = f"{k} failure(s) in {hours:.3g} h: 95% lower bound MTBF >= {bound:.3g} h"
     if k == 0 and not COMPARATORS[c.comparator](bound, c.acceptance):
         needed = c.acceptance * hours / bound
-        return INVALID, bound, k, f"{note}; a failure-free run of {needed:.4g} h is needed to show it"
+        runs = math.ceil(needed / hours) if hours > 0 else 0
+        return INVALID, bound, k, (
+            f"{note}; a failure-free run of {needed:.4g} h is needed to show it ({runs} soaks of this length)"
+        )
     return bound, note
 
 

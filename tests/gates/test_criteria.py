@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,49 @@ def test_duplicate_ids_are_rejected(tmp_path: Path) -> None:
 def test_missing_spec_file(tmp_path: Path) -> None:
     with pytest.raises(GateSpecError, match="file not found"):
         load_spec(tmp_path / "nope.yaml")
+
+
+# -- every threshold read off the criteria document itself --------------------------------------------------------
+
+DOCUMENT = PHASE3.parent / "phase3_release_criteria.md"
+SYMBOLS = {"<": "<", ">": ">", "≥": ">=", "≤": "<="}
+INVERSE = {"<": ">=", ">": "<=", "<=": ">", ">=": "<"}  # Part 7 quotes the trigger; the check is its negation
+NUMBER = re.compile(r"(\d+(?:\.\d+)?)(K)?")
+
+
+def document_lines() -> list[str]:
+    return [re.sub(r"\s+", " ", line.replace("**", "")) for line in DOCUMENT.read_text().splitlines()]
+
+
+def reading(threshold: str, unit: str) -> tuple[str, float]:
+    """(comparator, number) a person reads in a threshold cell of the document."""
+    text = threshold.strip()
+    if unit == "bool":  # a behaviour the document describes ("Return 429, queue request"): it happened, or not
+        return "==", 1.0
+    number = NUMBER.search(text)
+    if number is None:  # "All error paths tested", "Complete", "Return 429, queue request", a trigger phrase
+        return (">=", 100.0) if text.lower().startswith("all") else ("==", 1.0)
+    value = float(number.group(1)) * (1024 if number.group(2) else 1)
+    if re.search(r"\bmin\b", text) and unit == "s":
+        value *= 60
+    symbol = next((SYMBOLS[c] for c in text[: number.start()] if c in SYMBOLS), None)
+    if symbol is None and value == 0:
+        return "==", 0.0  # "0 errors", "0 race conditions"
+    return symbol or ">=", value  # "40+ tests", "1.8× linear", "85% quality", "2-3 models": a level to reach
+
+
+@pytest.mark.parametrize("criterion", load_spec(PHASE3).criteria, ids=lambda c: c.id)
+def test_threshold_and_comparator_are_the_documents(criterion) -> None:
+    if criterion.dimension == "correctness":
+        assert not criterion.quote  # not in the document: its own rule, said in the spec's comment
+        return
+    label, threshold = criterion.quote
+    line = next((line for line in document_lines() if label in line and threshold in line), None)
+    assert line is not None and line.index(label) <= line.index(threshold), f"{criterion.quote} not on one line"
+    if criterion.derivation:
+        assert f"{criterion.acceptance:g}" in criterion.derivation, criterion.derivation
+        return
+    comparator, value = reading(threshold, criterion.unit)
+    if criterion.part == "7.C":  # a trigger: a count of such events must be 0, a measured level the inverse
+        comparator, value = ("==", 0.0) if criterion.unit == "count" else (INVERSE[comparator], value)
+    assert (criterion.comparator, criterion.acceptance) == (comparator, value), f"document says {threshold!r}"

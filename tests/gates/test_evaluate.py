@@ -101,6 +101,7 @@ def test_mtbf_of_a_failure_free_run_is_the_lower_bound_t_over_3() -> None:
     assert "95% lower bound" in passing.note and passing.n == 0
     short = judge(24.0, failures=0, kind="mtbf", comparator=">", acceptance=1000.0)
     assert short.status == INVALID and short.value == pytest.approx(8.01, rel=1e-3) and "2996 h is needed" in short.note
+    assert "(125 soaks of this length)" in short.note
 
 
 @pytest.mark.parametrize(("failures", "chi2"), [(1, 9.4877), (2, 12.5916), (5, 21.0261)])
