@@ -13,6 +13,7 @@ import torch
 
 from engine.block_manager import BlockManager
 from engine.detokenizer import IncrementalDetokenizer
+from engine.errors import ParameterError
 from engine.faults import make_sampler
 from engine.model_runner import ModelRunner
 from engine.outputs import CompletionOutput, RequestOutput, StreamDelta
@@ -106,12 +107,16 @@ class LLMEngine:
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
         vocab = self.model.config.vocab_size
         if not ids:
-            raise ValueError("prompt must not be empty")
+            raise ParameterError("prompt", "prompt must not be empty")
         if any(not 0 <= t < vocab for t in ids):
-            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+            raise ParameterError("prompt", f"prompt token ids must be in [0, {vocab})")
+        for name, tokens in (("logit_bias", params.logit_bias), ("stop_token_ids", params.stop_token_ids)):
+            if any(not 0 <= t < vocab for t in tokens):
+                raise ParameterError(name, f"{name} token ids must be in [0, {vocab})")
         if len(ids) >= self.max_model_len:
-            raise ValueError(
-                f"prompt is {len(ids)} tokens, the context length is {self.max_model_len} (prompt must be shorter)"
+            raise ParameterError(
+                "prompt",
+                f"prompt is {len(ids)} tokens, the context length is {self.max_model_len} (prompt must be shorter)",
             )
         stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
         seqs = []

@@ -1,4 +1,4 @@
-"""The error a bad checkpoint raises (loader, config, quantized checkpoints): it names the file and the problem."""
+"""Errors that name what is wrong as data: the checkpoint file, or the request parameter."""
 
 from __future__ import annotations
 
@@ -12,3 +12,11 @@ class CheckpointError(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class ParameterError(ValueError):
+    """A request parameter with a bad value; `param` names it as data, for OpenAI's `error.param`."""
+
+    def __init__(self, param: str, message: str) -> None:
+        self.param = param
+        super().__init__(message)

@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from engine.errors import ParameterError
+
 
 def _in(low: float, high: float) -> Any:
     return lambda v: low <= v <= high
@@ -68,7 +70,7 @@ class SamplingParams:
             self.top_k = 0
         for name, ok, rule in _RULES:
             if not ok(self):
-                raise ValueError(f"{name} {rule}, got {getattr(self, name)!r}")
+                raise ParameterError(name, f"{name} {rule}, got {getattr(self, name)!r}")
 
     @property
     def greedy(self) -> bool:
@@ -88,7 +90,7 @@ class TokenLogprob:
     """The sampled token's log-probability and the top alternatives, from the model's raw distribution."""
 
     token_id: int
-    logprob: float
+    logprob: float | None  # None: no logprob (the first token of an echoed prompt)
     top: list[tuple[int, float]]
 
 

@@ -111,8 +111,11 @@ def _mtbf(c: Criterion, hours: float, failures: Evidence | None) -> Verdict | tu
     if k == 0 and not COMPARATORS[c.comparator](bound, c.acceptance):
         needed = c.acceptance * hours / bound
         runs = math.ceil(needed / hours) if hours > 0 else 0
-        return INVALID, bound, k, (
-            f"{note}; a failure-free run of {needed:.4g} h is needed to show it ({runs} soaks of this length)"
+        return (
+            INVALID,
+            bound,
+            k,
+            (f"{note}; a failure-free run of {needed:.4g} h is needed to show it ({runs} soaks of this length)"),
         )
     return bound, note
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf.errors import OmegaConfBaseException
 
 from gates.provenance import git_dirty, git_head, now_utc, sha256_file, sha256_json, sha256_tree
 from gates.stages import stage_named
-from pipelines.config import PARAMS
+from pipelines.config import PARAMS, load_params
 
 # Stage inputs and outputs are relative to the working directory: the project root where `dvc repro` runs.
 PLOTS = Path("plots")
@@ -102,6 +103,11 @@ def stage_cli(flow: Callable[[str], Any], description: str, argv: list[str] | No
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default=str(PARAMS), help="composed parameters (default: params.yaml)")
     args = parser.parse_args(argv)
+    try:  # bad parameters (an unknown profile, a wrong type) are one line before any flow starts
+        load_params(Path(args.params))
+    except (ValueError, FileNotFoundError, OmegaConfBaseException) as exc:
+        print(f"error: {args.params}: {exc}", file=sys.stderr)
+        return 2
     try:
         flow(args.params)
     except Exception as exc:  # the flow already logged the traceback: end with one clear line and exit 1

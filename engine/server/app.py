@@ -17,15 +17,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from engine.engine import EngineConfig
-from engine.outputs import CompletionOutput
+from engine.errors import ParameterError
 from engine.server.async_engine import AsyncEngine, QueueFullError
 from engine.server.metrics import ServerMetrics
 from engine.server.models import ModelPool, ModelUnavailableError
 from engine.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, error_response
-from engine.server.responses import encode_embedding, finish_reason, new_id, response_body, sse, usage
+from engine.server.responses import encode_embedding, new_id, response_body
+from engine.server.streams import PromptRun, collect, event_stream, until_disconnect
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
@@ -84,6 +85,7 @@ class Server:
 
 
 def _params(req: SamplingFields, eng: AsyncEngine, prompt_len: int, max_tokens: int | None, logprobs: int | None):
+    """The engine's sampling parameters; None when max_tokens is 0 (nothing to generate)."""
     limit = eng.engine.max_model_len
     if prompt_len >= limit:
         raise ApiError(
@@ -93,99 +95,53 @@ def _params(req: SamplingFields, eng: AsyncEngine, prompt_len: int, max_tokens: 
             "context_length_exceeded",
         )
     budget = limit - prompt_len
+    if max_tokens is not None and max_tokens < 0:
+        raise ApiError(400, f"max_tokens must be >= 0, got {max_tokens}", "max_tokens")
     try:
-        return req.sampling_params(min(max_tokens or budget, budget), logprobs)
-    except ValueError as exc:
-        raise ApiError(400, str(exc), str(exc).split()[0]) from None
+        params = req.sampling_params(budget if max_tokens is None else min(max(max_tokens, 1), budget), logprobs)
+    except ParameterError as exc:
+        raise ApiError(400, str(exc), exc.param) from None
+    return None if max_tokens == 0 else params
 
 
-async def _submit(
-    server: Server, eng: AsyncEngine, ids: list[int], params: Any, request: Request
-) -> AsyncIterator[Any]:
+async def _submit(server: Server, eng: AsyncEngine, ids: list[int], params: Any, request: Request) -> Any:
     start = time.perf_counter()
     try:
         stream = await eng.submit(ids, params)
     except QueueFullError as exc:
         server.metrics.requests.labels(eng.name, "429").inc()
         raise ApiError(429, f"server busy: {exc}; retry later", code="queue_full") from None
-    except ValueError as exc:
-        raise ApiError(400, str(exc)) from None
+    except ParameterError as exc:
+        raise ApiError(400, str(exc), exc.param) from None
     server.metrics.prompt_tokens.labels(eng.name).inc(len(ids))
     server.metrics.requests.labels(eng.name, "200").inc()
-    return _until_disconnect(request, server.metrics.observe(eng.name, start, stream))
+    return until_disconnect(request, server.metrics.observe(eng.name, start, stream))
 
 
-async def _until_disconnect(request: Request, stream: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """Stop reading (which aborts the request and frees its KV blocks) as soon as the client has gone.
-
-    uvicorn keeps accepting writes for a vanished client, so the stream itself would never notice.
-    """
-    try:
-        async for delta in stream:
-            if await request.is_disconnected():
-                log.info("client disconnected: aborting its request")
-                return
-            yield delta
-    finally:
-        await stream.aclose()
+def _prompt_ids(eng: AsyncEngine, prompt: str | list[int]) -> list[int]:
+    ids = eng.engine.encode(prompt) if isinstance(prompt, str) else list(prompt)
+    if not ids:
+        raise ApiError(400, "prompt must not be empty", "prompt")
+    if any(not 0 <= t < eng.vocab_size for t in ids):
+        raise ApiError(400, f"prompt token ids must be in [0, {eng.vocab_size})", "prompt")
+    return ids
 
 
-async def _collect(stream: AsyncIterator[Any], n: int) -> list[CompletionOutput]:
-    outs = [CompletionOutput(index=i, text="", token_ids=[], logprobs=[]) for i in range(n)]
-    async for d in stream:
-        o = outs[d.index]
-        o.text += d.text
-        o.token_ids.extend(d.token_ids)
-        o.logprobs.extend(d.logprobs)
-        o.finish_reason, o.stop_reason = d.finish_reason, d.stop_reason
-    return outs
-
-
-class ClosingStreamingResponse(StreamingResponse):
-    """Closes its body iterator however the response ends, so a vanished client's request is aborted now.
-
-    Starlette leaves the iterator to the garbage collector when the client disconnects mid-stream.
-    """
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()
-
-
-def _event_stream(
-    stream: AsyncIterator[Any], head: dict[str, Any], chat: bool, prompt_tokens: int, include_usage: bool, n: int
-) -> StreamingResponse:
-    async def events() -> AsyncIterator[str]:
-        generated = 0
-        if chat:
-            for i in range(n):
-                yield sse(
-                    {
-                        **head,
-                        "choices": [
-                            {
-                                "index": i,
-                                "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None,
-                                "finish_reason": None,
-                            }
-                        ],
-                    }
-                )
-        async for d in stream:
-            generated += len(d.token_ids)
-            if not d.text and d.finish_reason is None:
-                continue
-            part = {"delta": {"content": d.text}} if chat else {"text": d.text}
-            choice = {"index": d.index, **part, "logprobs": None, "finish_reason": finish_reason(d.finish_reason)}
-            yield sse({**head, "choices": [choice]})
-        if include_usage:
-            yield sse({**head, "choices": [], "usage": usage(prompt_tokens, generated)})
-        yield sse("[DONE]")
-
-    return StreamingResponse(events(), media_type="text/event-stream")
+async def _completion_runs(server: Server, eng: AsyncEngine, req: CompletionRequest, request: Request):
+    """One PromptRun per prompt of the request, each submitted (or answered at once when max_tokens is 0)."""
+    runs = []
+    for number, prompt in enumerate(req.prompts()):
+        ids = _prompt_ids(eng, prompt)
+        params = _params(req, eng, len(ids), req.max_tokens, req.logprobs)
+        run = PromptRun(None, len(ids), number * req.n)
+        if req.echo:
+            run.echo_text = prompt if isinstance(prompt, str) else eng.engine.tokenizer.decode(ids)
+            if req.logprobs is not None:
+                run.echo_logprobs = await eng.prompt_logprobs(ids, req.logprobs)
+        if params is not None:
+            run.stream = await _submit(server, eng, ids, params, request)
+        runs.append(run)
+    return runs
 
 
 def build_app(config: ServerConfig) -> FastAPI:
@@ -245,23 +201,15 @@ def build_app(config: ServerConfig) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Response:
         eng = await server.engine_for(req.model)
-        prompt = (
-            req.prompt[0]
-            if isinstance(req.prompt, list) and req.prompt and isinstance(req.prompt[0], str)
-            else req.prompt
-        )
-        ids = eng.engine.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        if not ids:
-            raise ApiError(400, "prompt must not be empty", "prompt")
-        params = _params(req, eng, len(ids), req.max_tokens, req.logprobs)
-        stream = await _submit(server, eng, ids, params, request)
+        runs = await _completion_runs(server, eng, req, request)
+        want_logprobs = req.logprobs is not None
         if req.stream:
             head = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model}
-            return _event_stream(stream, head, False, len(ids), req.include_usage, req.n)
-        outs = await _collect(stream, req.n)
-        return JSONResponse(
-            response_body(False, req.model, outs, len(ids), eng.engine.tokenizer, req.logprobs is not None)
-        )
+            tokenizer = eng.engine.tokenizer
+            return event_stream(runs, head, False, req.n, req.include_usage, tokenizer, want_logprobs)
+        outs = await collect(runs, req.n)
+        prompt_tokens = sum(r.prompt_tokens for r in runs)
+        return JSONResponse(response_body(False, req.model, outs, prompt_tokens, eng.engine.tokenizer, want_logprobs))
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Response:
@@ -274,7 +222,7 @@ def build_app(config: ServerConfig) -> FastAPI:
         ids = list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = _params(req, eng, len(ids), req.max_completion_tokens or req.max_tokens, top)
-        stream = await _submit(server, eng, ids, params, request)
+        run = PromptRun(None if params is None else await _submit(server, eng, ids, params, request), len(ids), 0)
         if req.stream:
             head = {
                 "id": new_id("chatcmpl"),
@@ -282,8 +230,8 @@ def build_app(config: ServerConfig) -> FastAPI:
                 "created": int(time.time()),
                 "model": req.model,
             }
-            return _event_stream(stream, head, True, len(ids), req.include_usage, req.n)
-        outs = await _collect(stream, req.n)
+            return event_stream([run], head, True, req.n, req.include_usage, eng.engine.tokenizer, req.logprobs)
+        outs = await collect([run], req.n)
         return JSONResponse(response_body(True, req.model, outs, len(ids), eng.engine.tokenizer, req.logprobs))
 
     @app.post("/v1/embeddings")
@@ -297,6 +245,8 @@ def build_app(config: ServerConfig) -> FastAPI:
         batches = [eng.engine.encode(x) if isinstance(x, str) else list(x) for x in inputs]
         if any(not ids or len(ids) > eng.engine.max_model_len for ids in batches):
             raise ApiError(400, f"each input must have 1 to {eng.engine.max_model_len} tokens", "input")
+        if any(not 0 <= t < eng.vocab_size for ids in batches for t in ids):
+            raise ApiError(400, f"input token ids must be in [0, {eng.vocab_size})", "input")
         vectors = [await eng.embed(ids) for ids in batches]
         total = sum(map(len, batches))
         return {

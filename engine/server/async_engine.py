@@ -14,9 +14,12 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import torch
+
 from engine.engine import LLMEngine
+from engine.errors import ParameterError
 from engine.outputs import StreamDelta
-from engine.sampling import SamplingParams
+from engine.sampling import SamplingParams, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,9 @@ class AsyncEngine:
         Leaving the stream early (client gone, task cancelled) aborts the request and frees its KV blocks.
         """
         capacity = self.engine.config.max_num_seqs + self.max_waiting
+        if params.n > capacity:  # it would wait forever: not "retry later" but a bad request
+            message = f"n={params.n} can never be served: this server holds at most {capacity} sequences"
+            raise ParameterError("n", message)
         if self._inflight + params.n > capacity:
             waiting = max(0, self._inflight - self.engine.config.max_num_seqs)
             raise QueueFullError(f"{waiting} sequences are waiting (limit {self.max_waiting})")
@@ -131,6 +137,29 @@ class AsyncEngine:
             self.engine.abort_request(request_id)
             self.engine.pop_output(request_id)
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids a request may name are in [0, vocab_size)."""
+        return self.engine.model.config.vocab_size
+
     async def embed(self, token_ids: list[int]) -> list[float]:
         """Mean-pooled final hidden state of the tokens (on the engine thread, between steps)."""
         return await self._call(lambda: self.engine.model.embed(token_ids).tolist())
+
+    async def prompt_logprobs(self, token_ids: list[int], top: int) -> list[TokenLogprob]:
+        """Each prompt token's logprob given the tokens before it, with `top` alternatives (none for the first).
+
+        What `echo` with `logprobs` returns: lm-evaluation-harness scores loglikelihoods from it.
+        """
+
+        def score() -> list[TokenLogprob]:
+            with torch.inference_mode():
+                logprobs = self.engine.model.score(token_ids)[:-1].float().log_softmax(-1)
+            out = [TokenLogprob(token_ids[0], None, [])]
+            for row, token in zip(logprobs, token_ids[1:], strict=True):
+                best = torch.topk(row, top)
+                pairs = list(zip(best.indices.tolist(), best.values.tolist(), strict=True))
+                out.append(TokenLogprob(token, float(row[token]), pairs))
+            return out
+
+        return await self._call(score)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from engine.errors import ParameterError
 from engine.sampling import SamplingParams
 
 
@@ -43,7 +44,7 @@ class SamplingFields(BaseModel):
         try:
             bias = {int(k): v for k, v in (self.logit_bias or {}).items()}
         except ValueError:
-            raise ValueError("logit_bias keys must be token ids") from None
+            raise ParameterError("logit_bias", "logit_bias keys must be token ids") from None
         return SamplingParams(
             n=self.n,
             temperature=self.temperature,
@@ -67,10 +68,16 @@ class SamplingFields(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[int] | list[str]
-    max_tokens: int | None = 16
+    prompt: str | list[int] | list[str] | list[list[int]]
+    max_tokens: int | None = 16  # 0: no new tokens (with echo and logprobs: score the prompt)
     logprobs: int | None = None
-    echo: bool = False
+    echo: bool = False  # put the prompt (and, with logprobs, its tokens' logprobs) before the completion
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: a string, a token-id list, or a list of either (each its own choices)."""
+        if isinstance(self.prompt, str) or not self.prompt or isinstance(self.prompt[0], int):
+            return [self.prompt]  # type: ignore[list-item]
+        return list(self.prompt)  # type: ignore[arg-type]
 
 
 class ChatMessage(BaseModel):

@@ -33,7 +33,10 @@ def finish_reason(reason: str | None) -> str | None:
 
 
 def completion_logprobs(tokenizer: Any, logprobs: list[TokenLogprob]) -> dict[str, Any]:
-    """The legacy completions format: tokens, token_logprobs, top_logprobs, text_offset."""
+    """The legacy completions format: tokens, token_logprobs, top_logprobs, text_offset.
+
+    An echoed prompt's first token has no logprob: OpenAI reports null for it, and so do we.
+    """
     tokens = [tokenizer.decode([lp.token_id]) for lp in logprobs]
     offsets, pos = [], 0
     for t in tokens:
@@ -42,7 +45,9 @@ def completion_logprobs(tokenizer: Any, logprobs: list[TokenLogprob]) -> dict[st
     return {
         "tokens": tokens,
         "token_logprobs": [lp.logprob for lp in logprobs],
-        "top_logprobs": [{tokenizer.decode([t]): v for t, v in lp.top} for lp in logprobs],
+        "top_logprobs": [
+            None if lp.logprob is None else {tokenizer.decode([t]): v for t, v in lp.top} for lp in logprobs
+        ],
         "text_offset": offsets,
     }
 

@@ -70,3 +70,14 @@ def test_make_test_runs_the_ci_profiles_test_selection() -> None:
     ci = yaml.safe_load((ROOT / "conf" / "profile" / "ci.yaml").read_text())["tests"]
     makefile = (ROOT / "Makefile").read_text()
     assert f'pytest -m "{ci["markers"]}" -q' in makefile and ci["paths"] == ["tests"]
+
+
+def test_a_stage_refuses_an_unknown_profile_in_one_line(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.common import stage_cli
+
+    params = compose([])
+    params["profile"]["name"] = "bogus"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    ran = []
+    assert stage_cli(ran.append, "a stage", ["--params", str(tmp_path / "params.yaml")]) == 2
+    assert ran == [] and "unknown profile 'bogus'" in capsys.readouterr().err
