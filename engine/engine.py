@@ -104,20 +104,7 @@ class LLMEngine:
         if request_id in self.requests:
             raise ValueError(f"request_id {request_id!r} is already in use")
         text = prompt if isinstance(prompt, str) else None
-        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        vocab = self.model.config.vocab_size
-        if not ids:
-            raise ParameterError("prompt", "prompt must not be empty")
-        if any(not 0 <= t < vocab for t in ids):
-            raise ParameterError("prompt", f"prompt token ids must be in [0, {vocab})")
-        for name, tokens in (("logit_bias", params.logit_bias), ("stop_token_ids", params.stop_token_ids)):
-            if any(not 0 <= t < vocab for t in tokens):
-                raise ParameterError(name, f"{name} token ids must be in [0, {vocab})")
-        if len(ids) >= self.max_model_len:
-            raise ParameterError(
-                "prompt",
-                f"prompt is {len(ids)} tokens, the context length is {self.max_model_len} (prompt must be shorter)",
-            )
+        ids = self.checked_prompt(prompt, params)
         stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
         seqs = []
         for i in range(params.n):
@@ -130,6 +117,26 @@ class LLMEngine:
             self.scheduler.add(seq)
         self.requests[request_id] = (text, seqs)
         return request_id
+
+    def checked_prompt(self, prompt: str | list[int], params: SamplingParams) -> list[int]:
+        """The prompt's token ids, once the request is known to fit; ParameterError naming what does not."""
+        ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        vocab = self.model.config.vocab_size
+        if not ids:
+            raise ParameterError("prompt", "prompt must not be empty")
+        for name, tokens in (
+            ("prompt", ids),
+            ("logit_bias", params.logit_bias),
+            ("stop_token_ids", params.stop_token_ids),
+        ):
+            if any(not 0 <= t < vocab for t in tokens):
+                raise ParameterError(name, f"{name} token ids must be in [0, {vocab})")
+        if len(ids) >= self.max_model_len:
+            raise ParameterError(
+                "prompt",
+                f"prompt is {len(ids)} tokens, the context length is {self.max_model_len} (prompt must be shorter)",
+            )
+        return ids
 
     def abort_request(self, request_id: str) -> None:
         """Stop a request now and free its KV blocks (e.g. its client went away)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gates.criteria import load_spec
+from gates.evaluate import Evidence
 from gates.evidence import collect
 from gates.provenance import git_head, now_utc
 from gates.run import DEFAULT_SPEC, baseline_for, default_evidence
@@ -25,24 +26,30 @@ def nest(flat: dict[str, float]) -> dict[str, Any]:
     return out
 
 
+def _fingerprint(evidence: dict[str, Evidence], metrics: list[str]) -> dict[str, str]:
+    """The one hardware fingerprint behind these metrics; a ValueError when there is none or several."""
+    missing = [m for m in metrics if m not in evidence or evidence[m].value is None]
+    if missing:
+        raise ValueError(f"cannot write a baseline: no evidence for {missing} (run `dvc repro` first)")
+    prints = {json.dumps(evidence[m].hardware, sort_keys=True) for m in metrics}
+    hardware = evidence[metrics[0]].hardware
+    if len(prints) != 1 or hardware is None:
+        raise ValueError(f"cannot write a baseline: the evidence comes from {len(prints)} hardware fingerprints")
+    return hardware
+
+
 def update_baseline(profile: str, model: str, spec: Path = DEFAULT_SPEC) -> Path:
     """Write baselines/<profile>-<model>.json from the current evidence of every regression criterion."""
     evidence, files = collect(default_evidence(), load_stages())
     metrics = sorted({c.metric for c in load_spec(spec).criteria if c.kind == "regression"})
-    missing = [m for m in metrics if m not in evidence or evidence[m].value is None]
-    if missing:
-        raise ValueError(f"cannot write a baseline: no evidence for {missing} (run `dvc repro` first)")
-    hardware = {json.dumps(evidence[m].hardware, sort_keys=True) for m in metrics}
-    if len(hardware) != 1 or None in (evidence[m].hardware for m in metrics):
-        raise ValueError(f"cannot write a baseline: the evidence comes from {len(hardware)} hardware fingerprints")
-    sources = {f.path: f.sha256 for f in files if any(evidence[m].source == f.path for m in metrics)}
+    sources = {evidence[m].source for m in metrics if m in evidence}
     provenance = {
         "written": now_utc(),
         "git_sha": git_head(),
         "profile": profile,
         "model": model,
-        "hardware": evidence[metrics[0]].hardware,
-        "sources": sources,
+        "hardware": _fingerprint(evidence, metrics),
+        "sources": {f.path: f.sha256 for f in files if f.path in sources},
     }
     path = baseline_for(profile, model)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,26 +54,28 @@ def describe(r: CheckResult) -> str:
     return f"{text}; {r.note}" if r.note else text
 
 
+def scenario_of(issues: list[CheckResult], max_minor: int, judged: int, share: float, min_pct: float) -> str:
+    """The Part 7 rule; a known serious failure outranks "too little evidence"."""
+    serious = [r for r in issues if r.severity in ("blocker", "major")]
+    if any(r.status == FAIL for r in serious):
+        return "C"
+    if judged == 0 or share < min_pct:
+        return "INVALID"
+    if serious or len(issues) > max_minor:
+        return "C"
+    return "B" if issues else "A"
+
+
 def classify(results: list[CheckResult], spec: GateSpec, profile: str, min_evaluated_pct: float) -> Decision:
     """The scenario of criteria Part 7, named with the profile and how much of the spec it judged."""
     counts = {s: sum(r.status == s for r in results) for s in (PASS, FAIL, INVALID, NOT_IN_PROFILE)}
     issues = [r for r in results if r.status in (FAIL, INVALID)]
-    blockers = [r for r in issues if r.severity == "blocker"]
-    majors = [r for r in issues if r.severity == "major"]
     judged = counts[PASS] + counts[FAIL]
     share = 100.0 * judged / len(results) if results else 0.0
-    if any(r.status == FAIL for r in blockers + majors):
-        scenario = "C"
-    elif judged == 0 or share < min_evaluated_pct:
-        scenario = "INVALID"
-    elif blockers or majors or len(issues) > spec.max_minor_issues:
-        scenario = "C"
-    elif issues:
-        scenario = "B"
-    else:
-        scenario = "A"
+    scenario = scenario_of(issues, spec.max_minor_issues, judged, share, min_evaluated_pct)
     scope = f"{scenario} on {profile}: {judged} of {len(results)} criteria judged ({share:.0f}%"
     scope += f", profile needs >= {min_evaluated_pct:g}%)" if scenario == "INVALID" else ")"
+    blockers = [r for r in issues if r.severity == "blocker"]
     return Decision(scenario, f"{scope} — {SCENARIOS[scenario]}", counts, blockers, issues)
 
 

@@ -112,6 +112,23 @@ def collect(files: list[Path], stages: list[Stage]) -> tuple[dict[str, Evidence]
     return evidence, read
 
 
+def gather(
+    files: list[Path], stages: list[Stage], validate: bool
+) -> tuple[dict[str, Evidence], list[EvidenceFile], dict[str, str]]:
+    """`collect`, then (unless told not to) Great Expectations checks; returns the rejected keys with reasons."""
+    evidence, read = collect(files, stages)
+    if not validate:
+        return evidence, read, {}
+    from gates.validate import validate_evidence
+
+    return evidence, read, validate_evidence(evidence, {f.path: f.keys for f in read})
+
+
+def file_fact(path: Path | None) -> dict[str, str] | None:
+    """A file the decision rests on, by path and sha256 (None when there is no such file)."""
+    return {"path": str(path), "sha256": sha256_file(path)} if path is not None and path.is_file() else None
+
+
 SIGNOFF_LINE = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*:\s*(\S+)\s*(#.*)?$")
 
 

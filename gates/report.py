@@ -15,6 +15,7 @@ from typing import Any
 from gates.criteria import DIMENSIONS
 from gates.decision import Decision
 from gates.evaluate import CheckResult
+from gates.provenance import git_dirty, git_head, now_utc
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}
@@ -154,7 +155,8 @@ def write_reports(
     context: dict[str, Any],
     plots: list[Path],
 ) -> dict[str, Any]:
-    """Write decision.json and both reports; returns the document."""
+    """Stamp the decision with its time and commit, write decision.json and both reports; returns the document."""
+    gate = {**gate, "created": now_utc(), "git_sha": git_head(), "git_dirty": git_dirty()}
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = decision_document(decision, results, gate, evidence, context)
     (out_dir / "decision.json").write_text(json.dumps(doc, indent=2) + "\n")

@@ -14,9 +14,8 @@ from typing import Any
 from gates.criteria import GateSpec, load_spec
 from gates.decision import Decision, classify
 from gates.evaluate import CheckResult, ProfileRules, evaluate
-from gates.evidence import EvidenceFile, collect, read_metrics_file, signoff_evidence
+from gates.evidence import EvidenceFile, file_fact, flatten, gather, read_metrics_file, signoff_evidence
 from gates.profiles import UnknownProfileError, declared_profile, profile_overrides
-from gates.provenance import git_dirty, git_head, now_utc, sha256_file
 from gates.report import write_reports
 from gates.stages import DVC_YAML, evidence_stages, load_stages
 
@@ -83,15 +82,9 @@ def overrides_of(inputs: GateInputs, declared: dict[str, Any]) -> list[str]:
 def _baseline(path: Path) -> tuple[dict[str, float], dict[str, Any] | None]:
     if not path.is_file():
         return {}, None
-    from gates.evidence import flatten
-
     doc = read_metrics_file(path)
     values = {k: e.value for k, e in flatten(doc).items() if e.value is not None}
-    return values, {"path": str(path), "sha256": sha256_file(path), **(doc.get("_provenance") or {})}
-
-
-def _file_fact(path: Path | None) -> dict[str, str] | None:
-    return {"path": str(path), "sha256": sha256_file(path)} if path is not None and path.is_file() else None
+    return values, {**(file_fact(path) or {}), **(doc.get("_provenance") or {})}
 
 
 def judge(inputs: GateInputs) -> Judgement:
@@ -106,13 +99,8 @@ def judge(inputs: GateInputs) -> Judgement:
     missing = [str(m) for m in inputs.metrics or [] if not m.is_file()]
     if missing:
         raise ValueError(f"evidence file(s) named on the command line do not exist: {missing}")
-    evidence, files = collect(metrics, stages)
+    evidence, files, rejected = gather(metrics, stages, inputs.validate)
     evidence.update(signoff_evidence(inputs.signoff, spec.signoff))
-    rejected: dict[str, str] = {}
-    if inputs.validate:
-        from gates.validate import validate_evidence
-
-        rejected = validate_evidence(evidence, {f.path: f.keys for f in files})
     baseline_path = inputs.baseline or baseline_for(inputs.profile, inputs.model)
     baseline, baseline_facts = _baseline(baseline_path)
     min_samples = inputs.min_samples if inputs.min_samples is not None else int(declared["min_samples"])
@@ -123,14 +111,14 @@ def judge(inputs: GateInputs) -> Judgement:
         "profile": inputs.profile,
         "model": inputs.model,
         "spec": str(spec_path),
-        "spec_sha256": sha256_file(spec_path),
+        "spec_sha256": file_fact(spec_path)["sha256"],  # type: ignore[index]
         "min_samples": min_samples,
         "min_evaluated_pct": min_pct,
         "validated": inputs.validate,
         "rejected_by_validation": rejected,
         "baseline": baseline_facts,
-        "signoff": _file_fact(inputs.signoff),
-        "dvc_yaml": _file_fact(inputs.dvc_yaml),
+        "signoff": file_fact(inputs.signoff),
+        "dvc_yaml": file_fact(inputs.dvc_yaml),
         "overrides": overrides_of(inputs, declared),
     }
     return Judgement(classify(results, spec, inputs.profile, min_pct), results, gate, files)
@@ -139,7 +127,6 @@ def judge(inputs: GateInputs) -> Judgement:
 def run_gate(inputs: GateInputs) -> dict[str, Any]:
     """Judge the evidence and write decision.json and the reports; returns the decision document."""
     j = judge(inputs)
-    j.gate.update(created=now_utc(), git_sha=git_head(), git_dirty=git_dirty())
     plots = [p for p in inputs.plots if p.is_file()]
     evidence = {f.path: f.record() for f in j.evidence}
     return write_reports(inputs.out, j.decision, j.results, j.gate, evidence, inputs.context, plots)

@@ -48,21 +48,29 @@ class Stage:
         return self.basis[max(matches, key=len)] if matches else "measured"
 
 
-def _stage(name: str, body: dict[str, Any]) -> Stage:
-    meta = body.get("meta") or {}
-    evidence = [next(iter(m)) if isinstance(m, dict) else m for m in body.get("metrics", [])]
-    evidence = [e for e in evidence if str(e).startswith("metrics/")]
+def _evidence(name: str, body: dict[str, Any]) -> Path | None:
+    outputs = [next(iter(m)) if isinstance(m, dict) else m for m in body.get("metrics", [])]
+    evidence = [str(e) for e in outputs if str(e).startswith("metrics/")]
     if len(evidence) > 1:
         raise StageRegistryError(f"dvc.yaml stage {name!r}: more than one metrics/ file {evidence}")
+    return Path(evidence[0]) if evidence else None
+
+
+def _basis(name: str, meta: dict[str, Any]) -> dict[str, str]:
     basis = {str(k): str(v) for k, v in (meta.get("basis") or {}).items()}
     bad = {k: v for k, v in basis.items() if v not in BASES}
     if bad:
         raise StageRegistryError(f"dvc.yaml stage {name!r}: unknown basis {bad}; use one of {BASES}")
+    return basis
+
+
+def _stage(name: str, body: dict[str, Any]) -> Stage:
+    meta = body.get("meta") or {}
+    evidence = _evidence(name, body)
     owns = tuple(str(p) for p in meta.get("owns") or ())
     if evidence and not owns:
-        raise StageRegistryError(f"dvc.yaml stage {name!r} writes {evidence[0]} but declares no meta.owns")
-    deps = tuple(str(d) for d in body.get("deps", []))
-    return Stage(name, Path(evidence[0]) if evidence else None, owns, basis, deps)
+        raise StageRegistryError(f"dvc.yaml stage {name!r} writes {evidence} but declares no meta.owns")
+    return Stage(name, evidence, owns, _basis(name, meta), tuple(str(d) for d in body.get("deps", [])))
 
 
 def load_stages(path: Path = DVC_YAML) -> list[Stage]:

@@ -16,8 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from engine.bench import percentiles, run_one
-from gates.provenance import now_utc
-from pipelines.common import PLOTS, stage_cli, write_metrics
+from pipelines.common import PLOTS, now_utc, stage_cli, write_metrics
 from pipelines.config import TollgateConf, load_params
 
 MIB = 2**20

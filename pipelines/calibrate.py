@@ -16,8 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from gates.provenance import now_utc
-from pipelines.common import PLOTS, REPORTS, stage_cli, write_metrics
+from pipelines.common import PLOTS, REPORTS, now_utc, stage_cli, write_metrics
 from pipelines.config import QuantConf, TollgateConf, load_params
 
 QUANT_DIR = Path("models/quant")

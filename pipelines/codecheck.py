@@ -18,8 +18,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from gates.provenance import now_utc
-from pipelines.common import stage_cli, write_metrics
+from pipelines.common import now_utc, stage_cli, write_metrics
 
 PACKAGES = ("engine", "gates", "pipelines")
 

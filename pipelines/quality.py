@@ -22,8 +22,7 @@ from typing import Any
 import httpx
 from prefect import flow, get_run_logger, task
 
-from gates.provenance import now_utc
-from pipelines.common import stage_cli, write_metrics
+from pipelines.common import now_utc, stage_cli, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_server
 from pipelines.references import build_reference, eval_ids, perplexity_key, reference_path

@@ -16,9 +16,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from engine.loadgen import run_load, summarize
-from gates.provenance import now_utc
 from pipelines.api_probe import probe
-from pipelines.common import stage_cli, write_metrics
+from pipelines.common import now_utc, stage_cli, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_server
 

@@ -16,8 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from engine.bench import proc_status_mb
-from gates.provenance import now_utc
-from pipelines.common import stage_cli, write_metrics
+from pipelines.common import now_utc, stage_cli, write_metrics
 from pipelines.config import load_params
 
 WARMUP_FRACTION = 0.25  # RSS samples before this share of the run are allocator warm-up, not a trend
@@ -62,60 +61,73 @@ def random_request(rng: random.Random, vocab: int, max_prompt: int, max_new: int
     return prompt, params
 
 
-@task
-def soak(model_path: Path, duration_s: float, max_prompt: int, max_new: int, threads: int) -> dict[str, Any]:
-    """Drive the engine with a steady mix of requests for `duration_s`; count failures, sample memory."""
-    from engine import LLM, SamplingParams
+def top_up(engine: Any, rng: random.Random, stats: dict[str, int], max_prompt: int, max_new: int) -> None:
+    """Keep 8 requests in flight; invalid ones must be rejected with a ParameterError, not crash anything."""
+    from engine import SamplingParams
+    from engine.errors import ParameterError
 
-    log = get_run_logger()
-    llm = LLM(model_path, threads=threads)
-    engine, rng = llm.engine, random.Random(0)
     vocab = engine.model.config.vocab_size
-    stats = {"requests": 0, "completed": 0, "rejected": 0, "failures": 0, "tokens": 0}
-    samples: list[tuple[float, float]] = []
-    start = time.perf_counter()
-    last_sample = -1.0
-    while (now := time.perf_counter() - start) < duration_s:
-        while len(engine.scheduler.waiting) + len(engine.scheduler.running) < 8:
-            prompt, raw = random_request(rng, vocab, max_prompt, max_new)
-            stats["requests"] += 1
-            try:
-                engine.add_request(prompt, SamplingParams(**raw))
-            except ValueError:
-                stats["rejected"] += 1
+    while len(engine.scheduler.waiting) + len(engine.scheduler.running) < 8:
+        prompt, raw = random_request(rng, vocab, max_prompt, max_new)
+        stats["requests"] += 1
         try:
-            deltas = engine.step()
-        except Exception as exc:  # a crash: count it, log it, start from a clean engine state
-            stats["failures"] += 1
-            log.error("engine step failed: %r", exc)
-            for request_id in list(engine.requests):
-                engine.abort_request(request_id)
-                engine.pop_output(request_id)
-            continue
-        stats["tokens"] += len(deltas)
-        for d in deltas:
-            if d.finish_reason and all(o.finish_reason for o in engine.get_output(d.request_id).outputs):
-                engine.pop_output(d.request_id)
-                stats["completed"] += 1
-        if now - last_sample >= max(0.5, duration_s / 2000):
-            samples.append((now, rss_mb()))
-            last_sample = now
-    hours = (time.perf_counter() - start) / 3600
+            engine.add_request(prompt, SamplingParams(**raw))
+        except ParameterError:
+            stats["rejected"] += 1
+
+
+def step_once(engine: Any, stats: dict[str, int]) -> None:
+    """One engine step; a crash is counted and logged, and the engine restarts from a clean state."""
+    try:
+        deltas = engine.step()
+    except Exception as exc:
+        stats["failures"] += 1
+        get_run_logger().error("engine step failed: %r", exc)
+        for request_id in list(engine.requests):
+            engine.abort_request(request_id)
+            engine.pop_output(request_id)
+        return
+    stats["tokens"] += len(deltas)
+    for d in deltas:
+        if d.finish_reason and all(o.finish_reason for o in engine.get_output(d.request_id).outputs):
+            engine.pop_output(d.request_id)
+            stats["completed"] += 1
+
+
+def soak_summary(stats: dict[str, int], hours: float, samples: list[tuple[float, float]]) -> dict[str, Any]:
+    """The stress metrics of a finished soak."""
     trend = rss_trend(samples)
-    per_million = stats["failures"] / max(stats["requests"], 1) * 1e6
     out = {
         **stats,
         "hours": hours,
         "stable_hours": hours if stats["failures"] == 0 else 0.0,
         "mtbf": {"hours_run": hours, "failures": stats["failures"]},
-        "crashes_per_1m_requests": per_million,
+        "crashes_per_1m_requests": stats["failures"] / max(stats["requests"], 1) * 1e6,
         "rss_growth": trend,
-        "rss_start_mb": samples[0][1] if samples else None,
-        "rss_end_mb": samples[-1][1] if samples else None,
     }
+    if samples:
+        out.update(rss_start_mb=samples[0][1], rss_end_mb=samples[-1][1])
     if "ci_low_mb_per_hour" in trend:
         out["leaks_detected"] = int(trend["ci_low_mb_per_hour"] > 0)
     return out
+
+
+@task
+def soak(model_path: Path, duration_s: float, max_prompt: int, max_new: int, threads: int) -> dict[str, Any]:
+    """Drive the engine with a steady mix of requests for `duration_s`; count failures, sample memory."""
+    from engine import LLM
+
+    engine, rng = LLM(model_path, threads=threads).engine, random.Random(0)
+    stats = {"requests": 0, "completed": 0, "rejected": 0, "failures": 0, "tokens": 0}
+    samples: list[tuple[float, float]] = []
+    start, last_sample = time.perf_counter(), -1.0
+    while (now := time.perf_counter() - start) < duration_s:
+        top_up(engine, rng, stats, max_prompt, max_new)
+        step_once(engine, stats)
+        if now - last_sample >= max(0.5, duration_s / 2000):
+            samples.append((now, rss_mb()))
+            last_sample = now
+    return soak_summary(stats, (time.perf_counter() - start) / 3600, samples)
 
 
 @flow(name="stress")
@@ -125,7 +137,7 @@ def stress_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     p = load_params(Path(params_path))
     s = p.profile.stress
     result = soak(Path(p.model.path), s.duration_s, s.max_prompt_len, s.max_new_tokens, p.profile.threads)
-    metrics = {"stress": {k: v for k, v in result.items() if v is not None}}
+    metrics = {"stress": result}
     write_metrics("stress", metrics, params_path, started)
     return metrics
 

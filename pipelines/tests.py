@@ -18,8 +18,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from gates.provenance import now_utc
-from pipelines.common import stage_cli, write_metrics
+from pipelines.common import now_utc, stage_cli, write_metrics
 from pipelines.config import load_params
 
 COVERED = ("engine", "gates", "pipelines")

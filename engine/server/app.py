@@ -144,19 +144,8 @@ async def _completion_runs(server: Server, eng: AsyncEngine, req: CompletionRequ
     return runs
 
 
-def build_app(config: ServerConfig) -> FastAPI:
-    server = Server(config)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(server.load())
-        yield
-        loading.cancel()
-        for eng in server.engines.values():
-            await eng.stop()
-
-    app = FastAPI(title="Tollgate OpenAI-compatible server", lifespan=lifespan)
-    app.state.server = server
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in OpenAI's shape; nothing a client sends takes the server down."""
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -174,6 +163,46 @@ def build_app(config: ServerConfig) -> FastAPI:
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+async def _embeddings(eng: AsyncEngine, req: EmbeddingRequest) -> dict[str, Any]:
+    """Mean-pooled final hidden states, one vector per input (text or token ids)."""
+    inputs = (
+        req.input if isinstance(req.input, list) and req.input and not isinstance(req.input[0], int) else [req.input]
+    )
+    batches = [eng.engine.encode(x) if isinstance(x, str) else list(x) for x in inputs]
+    if any(not ids or len(ids) > eng.engine.max_model_len for ids in batches):
+        raise ApiError(400, f"each input must have 1 to {eng.engine.max_model_len} tokens", "input")
+    if any(not 0 <= t < eng.vocab_size for ids in batches for t in ids):
+        raise ApiError(400, f"input token ids must be in [0, {eng.vocab_size})", "input")
+    vectors = [await eng.embed(ids) for ids in batches]
+    total = sum(map(len, batches))
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode_embedding(v, req.encoding_format)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": req.model,
+        "usage": {"prompt_tokens": total, "total_tokens": total},
+    }
+
+
+def build_app(config: ServerConfig) -> FastAPI:
+    server = Server(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(server.load())
+        yield
+        loading.cancel()
+        for eng in server.engines.values():
+            await eng.stop()
+
+    app = FastAPI(title="Tollgate OpenAI-compatible server", lifespan=lifespan)
+    app.state.server = server
+
+    _install_error_handlers(app)
 
     @app.get("/health")
     async def health() -> Response:
@@ -236,27 +265,6 @@ def build_app(config: ServerConfig) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(req: EmbeddingRequest) -> dict[str, Any]:
-        eng = await server.engine_for(req.model)
-        inputs = (
-            req.input
-            if isinstance(req.input, list) and req.input and not isinstance(req.input[0], int)
-            else [req.input]
-        )
-        batches = [eng.engine.encode(x) if isinstance(x, str) else list(x) for x in inputs]
-        if any(not ids or len(ids) > eng.engine.max_model_len for ids in batches):
-            raise ApiError(400, f"each input must have 1 to {eng.engine.max_model_len} tokens", "input")
-        if any(not 0 <= t < eng.vocab_size for ids in batches for t in ids):
-            raise ApiError(400, f"input token ids must be in [0, {eng.vocab_size})", "input")
-        vectors = [await eng.embed(ids) for ids in batches]
-        total = sum(map(len, batches))
-        return {
-            "object": "list",
-            "data": [
-                {"object": "embedding", "index": i, "embedding": encode_embedding(v, req.encoding_format)}
-                for i, v in enumerate(vectors)
-            ],
-            "model": req.model,
-            "usage": {"prompt_tokens": total, "total_tokens": total},
-        }
+        return await _embeddings(await server.engine_for(req.model), req)
 
     return app
