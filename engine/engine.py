@@ -15,9 +15,9 @@ from engine.block_manager import BlockManager
 from engine.detokenizer import IncrementalDetokenizer
 from engine.errors import ParameterError
 from engine.faults import make_sampler
+from engine.loader import load
 from engine.model_runner import ModelRunner
 from engine.outputs import CompletionOutput, RequestOutput, StreamDelta
-from engine.quant import load_and_quantize
 from engine.sampling import SampleRequest, SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence
@@ -64,7 +64,7 @@ class LLMEngine:
         self.config = cfg = config or EngineConfig()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.model, self.tokenizer, self.quant_report = load_and_quantize(
+        self.model, self.tokenizer, self.quant_report = load(
             model, cfg.quant, cfg.quant_options, cfg.calibration_text, cfg.calibration_tokens, cfg.dtype, cfg.device
         )
         mcfg = self.model.config

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from engine.loader import CheckpointError, load_model
-from engine.quant import QuantizationError, available_strategies, load_and_quantize
+from engine.loader import CheckpointError, load, load_model
+from engine.quant import QuantizationError, available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
 
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         p.error(f"--text {args.text}: {exc}")
     try:
-        model, tokenizer, report = load_and_quantize(
+        model, tokenizer, report = load(
             args.model, args.quant, calibration_text=args.calibration_text, calibration_tokens=args.calibration_tokens
         )
         reference_path = args.reference or (args.model if args.quant != "none" else None)

@@ -153,8 +153,8 @@ def calibrate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     from engine.models.linear import use_cpu_kernels
     from engine.quant import available_strategies
     from engine.quant.apply import linear_bytes
+    from engine.quant.registry import BUILT_IN
     from engine.quant.select import from_metrics, select
-    from engine.quant.strategies import BUILT_IN
 
     p = load_params(Path(params_path))
     log = get_run_logger()

@@ -28,12 +28,15 @@ class EvidenceRecorder:
     def __init__(self, target: Path) -> None:
         self.target = target
         self.outcomes: list[tuple[str, bool]] = []  # (outcome, is integration)
+        self.failed: list[str] = []
         self.by_feature: dict[str, int] = {}
         self.start = time.time()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             self.outcomes.append((report.outcome, "integration" in report.keywords))
+            if report.outcome == "failed":
+                self.failed.append(report.nodeid)
             feature = next((f for prefix, f in FEATURE_PATHS.items() if report.nodeid.startswith(prefix)), None)
             if feature and report.outcome == "passed":
                 self.by_feature[feature] = self.by_feature.get(feature, 0) + 1
@@ -53,7 +56,8 @@ class EvidenceRecorder:
                 "failed_pct": 100.0 * sum(o == "failed" for o, _ in self.outcomes) / total,
                 "duration_min": (time.time() - self.start) / 60,
                 "by_feature": self.by_feature,
-            }
+            },
+            "_failed": self.failed,  # which tests, for people (keys starting with _ are not metrics)
         }
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.target.write_text(json.dumps(summary, indent=2) + "\n")

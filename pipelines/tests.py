@@ -61,10 +61,12 @@ def run_pytest(markers: str, paths: list[str]) -> tuple[dict[str, Any], subproce
 def run_suite(markers: str, paths: list[str]) -> dict[str, Any]:
     """The suite's evidence, with pytest's verdict in the stage log."""
     doc, proc = run_pytest(markers, paths)
-    log = get_run_logger()
-    log.info("pytest -m %r %s exited %d: %s", markers, " ".join(paths), proc.returncode, proc.stdout.strip()[-300:])
+    summary = proc.stdout.strip().splitlines()[-1:] or ["no output"]
+    print(f"pytest -m {markers!r} {' '.join(paths)} exited {proc.returncode}: {summary[0]}")
+    for nodeid in doc.get("_failed", []):
+        print(f"  FAILED {nodeid}")
     if "_errors" in doc:
-        log.error("pytest produced no results:\n%s", "\n".join(doc["_errors"]))
+        get_run_logger().error("pytest produced no results:\n%s", "\n".join(doc["_errors"]))
     return doc
 
 

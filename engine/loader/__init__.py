@@ -1,4 +1,8 @@
-"""Load a checkpoint (HF directory or GGUF file) into the engine's decoder, with its tokenizer."""
+"""Load a checkpoint (HF directory, GGUF file or quantized checkpoint) into the engine's decoder, with its tokenizer.
+
+`load` is the one loading path every stage and tool takes: build the decoder, load the weights, quantize on
+load if asked, then pick the CPU kernels. The loader depends on `engine.quant`, never the other way round.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ from engine.loader.hf import read_state_dict
 from engine.models import build_model
 from engine.models.linear import use_cpu_kernels
 from engine.models.llama import LlamaForCausalLM
+from engine.quant.apply import QuantReport, quantize_loaded
+from engine.quant.checkpoint import is_quantized_checkpoint, load_quantized
 
-__all__ = ["CheckpointError", "load_model", "load_tokenizer"]
+__all__ = ["CheckpointError", "load", "load_model", "load_tokenizer"]
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -43,8 +49,6 @@ def load_model(
     path = Path(path)
     if not path.exists():
         raise CheckpointError(path, "checkpoint not found")
-    from engine.quant.checkpoint import is_quantized_checkpoint, load_quantized
-
     if is_quantized_checkpoint(path):  # written by `python -m engine.quant quantize`: fp32 parts stay fp32
         model = load_quantized(path, device)
         return use_cpu_kernels(model).eval() if cpu_kernels else model.eval()
@@ -63,3 +67,21 @@ def load_model(
     except (KeyError, ValueError) as exc:
         raise CheckpointError(weights_source, str(exc.args[0])) from None
     return use_cpu_kernels(model).eval() if cpu_kernels else model.eval()
+
+
+def load(
+    path: str | Path,
+    quant: str = "none",
+    options: dict[str, Any] | None = None,
+    calibration_text: str | Path | None = None,
+    calibration_tokens: int = 4096,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> tuple[LlamaForCausalLM, Any, QuantReport | None]:
+    """Model, tokenizer and quantization report for a checkpoint, quantized on load unless quant="none"."""
+    model = load_model(path, dtype=dtype, device=device, cpu_kernels=quant == "none")
+    tokenizer = load_tokenizer(path)
+    if quant == "none":
+        return model, tokenizer, None
+    report = quantize_loaded(model, tokenizer, quant, options, calibration_text, calibration_tokens)
+    return use_cpu_kernels(model), tokenizer, report  # fast kernels for the layers that stayed fp32

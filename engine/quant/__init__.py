@@ -1,15 +1,10 @@
 """Quantization: strategy plugins (int8, int4, gptq, awq, bitnet, and entry-point plugins), quantized Linear
 layers with fast CPU kernels, per-layer fp32 fallback, quantized checkpoints and a strategy auto-selector."""
 
-from engine.quant.apply import QuantReport, load_and_quantize, quantize_loaded, quantize_model
-from engine.quant.base import (
-    QuantizationError,
-    QuantStrategy,
-    available_strategies,
-    get_strategy,
-    register_strategy,
-)
+from engine.quant.apply import QuantReport, quantize_loaded, quantize_model
+from engine.quant.base import QuantizationError, QuantStrategy
 from engine.quant.linear import QuantLinear
+from engine.quant.registry import available_strategies, get_strategy, register_strategy
 
 __all__ = [
     "QuantLinear",
@@ -18,7 +13,6 @@ __all__ = [
     "QuantizationError",
     "available_strategies",
     "get_strategy",
-    "load_and_quantize",
     "quantize_loaded",
     "quantize_model",
     "register_strategy",

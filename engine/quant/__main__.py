@@ -20,8 +20,9 @@ from typing import Any
 import yaml
 
 from engine.errors import CheckpointError
-from engine.quant.base import QuantizationError, available_strategies
+from engine.quant.base import QuantizationError
 from engine.quant.calibration import DEFAULT_CALIBRATION
+from engine.quant.registry import available_strategies
 from engine.quant.select import Limits, from_metrics, select
 
 

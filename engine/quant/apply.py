@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.quant.base import QuantizationError, QuantStrategy, get_strategy
+from engine.quant.base import QuantizationError, QuantStrategy
 from engine.quant.calibration import text_batches
 from engine.quant.linear import QuantLinear
+from engine.quant.registry import get_strategy
 from engine.quant.rtn import Int8Strategy
 
 log = logging.getLogger(__name__)
@@ -134,27 +135,6 @@ def quantize_model(
     if report.fallback:
         log.warning("%s: %d of %d layers stay fp32", strategy.name, len(report.fallback), len(layers))
     return report
-
-
-def load_and_quantize(
-    path: str | Path,
-    quant: str = "none",
-    options: dict[str, Any] | None = None,
-    calibration_text: str | Path | None = None,
-    calibration_tokens: int = 4096,
-    dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
-) -> tuple[nn.Module, Any, QuantReport | None]:
-    """Model, tokenizer and quantization report for a checkpoint, quantized on load unless quant="none"."""
-    from engine.loader import load_model, load_tokenizer
-    from engine.models.linear import use_cpu_kernels
-
-    model = load_model(path, dtype=dtype, device=device, cpu_kernels=quant == "none")
-    tokenizer = load_tokenizer(path)
-    if quant == "none":
-        return model, tokenizer, None
-    report = quantize_loaded(model, tokenizer, quant, options, calibration_text, calibration_tokens)
-    return use_cpu_kernels(model), tokenizer, report  # fast kernels for the layers that stayed fp32
 
 
 def quantize_loaded(

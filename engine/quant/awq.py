@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.quant.base import register_strategy
 from engine.quant.calibration import CalibratedStrategy, LayerStats
 from engine.quant.linear import Int4Linear
 from engine.quant.rounding import check_group_size, dequant_int4, rtn_int4
@@ -63,7 +62,6 @@ def search_clip(w: torch.Tensor, hessian: torch.Tensor, group_size: int, steps: 
     return best_clip
 
 
-@register_strategy
 class AWQStrategy(CalibratedStrategy):
     """Activation-aware int4: per-channel scale search, then a per-group clipping search."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.quant.base import QuantStrategy, register_strategy
+from engine.quant.base import QuantStrategy
 from engine.quant.linear import TernaryLinear
 from engine.quant.rtn import bias_of
 
@@ -23,7 +23,6 @@ def absmean_ternary(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.clamp(torch.round(w / gamma), -1, 1).to(torch.int8), gamma
 
 
-@register_strategy
 class BitNetStrategy(QuantStrategy):
     """Absmean ternarisation of every Linear (no calibration)."""
 

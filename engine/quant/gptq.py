@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.quant.base import QuantizationError, register_strategy
+from engine.quant.base import QuantizationError
 from engine.quant.calibration import CalibratedStrategy
 from engine.quant.linear import Int4Linear, Int8Linear, QuantLinear
 from engine.quant.rounding import check_group_size, int4_params, int8_scales, round_int4, round_int8
@@ -95,7 +95,6 @@ def gptq_quantize(
     return codes[:, torch.argsort(perm)], grid
 
 
-@register_strategy
 class GPTQStrategy(CalibratedStrategy):
     """GPTQ to int4 (group-wise) or int8 (per channel), with optional act-order."""
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from engine.quant.base import QuantStrategy, register_strategy
+from engine.quant.base import QuantStrategy
 from engine.quant.linear import Int4Linear, Int8Linear
 from engine.quant.rounding import check_group_size, int8_scales, round_int8, rtn_int4
 
@@ -16,7 +16,6 @@ def bias_of(linear: nn.Linear) -> Any:
     return None if linear.bias is None else linear.bias.detach().float().clone()
 
 
-@register_strategy
 class Int8Strategy(QuantStrategy):
     """int8 weights with one scale per output channel (no calibration)."""
 
@@ -39,7 +38,6 @@ class Int8Strategy(QuantStrategy):
         return Int8Linear(round_int8(w, scales), scales, bias_of(linear), self.activations)
 
 
-@register_strategy
 class Int4Strategy(QuantStrategy):
     """Weight-only int4, asymmetric per group of `group_size` input columns (no calibration)."""
 

@@ -37,3 +37,9 @@ def test_a_collection_error_is_a_fail_with_the_message(suite: Path) -> None:
     doc, proc = run_pytest("", [str(suite / "test_x.py")])
     assert proc.returncode == 2 and doc["tests"]["passed_pct"] == 0.0 and doc["tests"]["collection_errors"] == 1
     assert any("SyntaxError" in line or "error" in line.lower() for line in doc["_errors"])
+
+
+def test_failed_tests_are_named_in_the_evidence(suite: Path) -> None:
+    (suite / "test_x.py").write_text("def test_ok():\n    pass\n\ndef test_bad():\n    assert False\n")
+    doc, _ = run_pytest("", [str(suite / "test_x.py")])
+    assert [n.split("::")[-1] for n in doc["_failed"]] == ["test_bad"]

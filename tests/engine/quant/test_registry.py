@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine.quant import QuantStrategy, available_strategies, base, get_strategy, quantize_model, register_strategy
+from engine.quant import QuantStrategy, available_strategies, get_strategy, quantize_model, register_strategy, registry
 from engine.quant.linear import Int8Linear
 
 from .conftest import IDS
@@ -23,7 +23,7 @@ def test_built_in_strategies_are_listed() -> None:
 def test_an_external_strategy_registered_in_code_quantizes_a_model(
     tiny_fp32: nn.Module, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
     @register_strategy
     class SignOnly(QuantStrategy):
@@ -59,8 +59,8 @@ def test_a_plugin_package_joins_through_its_entry_point(tmp_path: Path, monkeypa
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tollgate-fp16-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[tollgate.quant]\nplugin-int8 = tollgate_fp16_plugin:HalfStrategy\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-    monkeypatch.setattr(base, "_loaded_entry_points", False)
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_loaded_entry_points", False)
     assert "plugin-int8" in available_strategies()
     assert get_strategy("plugin-int8").name == "plugin-int8"
     sys.modules.pop("tollgate_fp16_plugin", None)
@@ -74,7 +74,7 @@ def test_a_broken_plugin_is_skipped_with_a_warning(
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[tollgate.quant]\nbroken = no_such_module_here:Nothing\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(base, "_loaded_entry_points", False)
+    monkeypatch.setattr(registry, "_loaded_entry_points", False)
     assert "int8" in available_strategies()
     assert any("broken" in r.message for r in caplog.records)
 
@@ -82,7 +82,7 @@ def test_a_broken_plugin_is_skipped_with_a_warning(
 def test_unknown_strategy_and_name_clash_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="unknown quantization strategy 'int3'; available: none, awq"):
         get_strategy("int3")
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
 
     class Clash(QuantStrategy):
         name = "int8"
