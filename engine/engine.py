@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,9 @@ from engine.faults import make_sampler
 from engine.loader import load
 from engine.model_runner import ModelRunner
 from engine.outputs import CompletionOutput, RequestOutput, StreamDelta
-from engine.sampling import SampleRequest, SamplingParams
-from engine.scheduler import Scheduler
-from engine.sequence import Sequence
+from engine.sampling import SamplingParams
+from engine.scheduler import Scheduler, SchedulerOutput
+from engine.sequence import Request, Sequence
 
 DEFAULT_KV_CACHE_BYTES = 512 * 2**20
 
@@ -56,6 +55,12 @@ class EngineStats:
     prefill_tokens: int = 0  # prompt (and recomputed) tokens run through the model
     decode_tokens: int = 0  # tokens sampled
 
+    def record(self, batch: SchedulerOutput) -> None:
+        """Count one step's work (before its tokens are appended)."""
+        self.steps += 1
+        self.prefill_tokens += sum(n for seq, n in batch.scheduled if n > 1 or seq.num_output_tokens == 0)
+        self.decode_tokens += len(batch.sampling)
+
 
 class LLMEngine:
     """The engine loop over one model: requests in, stream deltas out, one `step()` at a time."""
@@ -70,19 +75,19 @@ class LLMEngine:
         mcfg = self.model.config
         per_block = mcfg.kv_bytes_per_token(torch.finfo(cfg.dtype).bits // 8) * cfg.block_size
         num_blocks = cfg.num_blocks or max(1, cfg.kv_cache_bytes // per_block)
-        self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching)
-        self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens)
-        self.runner = ModelRunner(self.model, num_blocks, cfg.block_size)
-        self.sampler = make_sampler(cfg.fault, cfg.seed)
         limits = [mcfg.max_position_embeddings, num_blocks * cfg.block_size]
         if mcfg.sliding_window:  # sliding-window attention is not implemented: stay inside the window
             limits.append(mcfg.sliding_window)
         self.max_model_len = min([*limits, cfg.max_model_len or limits[0]])
+        self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.max_model_len)
+        self.runner = ModelRunner(self.model, num_blocks, cfg.block_size)
+        self.sampler = make_sampler(cfg.fault, cfg.seed)
         eos = set(mcfg.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             eos.add(self.tokenizer.eos_token_id)
         self.eos_token_ids = frozenset(eos)
-        self.requests: dict[str, tuple[str | None, list[Sequence]]] = {}
+        self.requests: dict[str, Request] = {}
         self.stats = EngineStats()
         self._ids = itertools.count()
 
@@ -94,6 +99,11 @@ class LLMEngine:
     def encode(self, prompt: str) -> list[int]:
         """Prompt text to token ids with the model's own special-token rules."""
         return self.tokenizer.encode(prompt, add_special_tokens=True)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a conversation rendered by the model's chat template, ready for the reply."""
+        rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
 
     def add_request(
         self, prompt: str | list[int], params: SamplingParams | None = None, request_id: str | None = None
@@ -115,7 +125,7 @@ class LLMEngine:
             seq = Sequence(request_id, i, ids, params, IncrementalDetokenizer(self.tokenizer, ids), stops, generator)
             seqs.append(seq)
             self.scheduler.add(seq)
-        self.requests[request_id] = (text, seqs)
+        self.requests[request_id] = Request(request_id, text, seqs)
         return request_id
 
     def checked_prompt(self, prompt: str | list[int], params: SamplingParams) -> list[int]:
@@ -140,8 +150,8 @@ class LLMEngine:
 
     def abort_request(self, request_id: str) -> None:
         """Stop a request now and free its KV blocks (e.g. its client went away)."""
-        _, seqs = self.requests.get(request_id, (None, []))
-        for seq in seqs:
+        request = self.requests.get(request_id)
+        for seq in request.seqs if request else []:
             if not seq.is_finished:
                 self.scheduler.finish(seq, "abort")
 
@@ -150,83 +160,23 @@ class LLMEngine:
         return self.scheduler.has_unfinished()
 
     def step(self) -> list[StreamDelta]:
-        """Run one engine iteration; returns the new text/tokens of every sequence that produced some."""
-        out = self.scheduler.schedule()
-        if not out.scheduled:
+        """One iteration: schedule → forward → sample → postprocess; the deltas of every sequence that sampled."""
+        batch = self.scheduler.schedule()
+        if not batch.scheduled:
             return []
-        self.stats.steps += 1
-        sampling, logits = self.runner.run(out.scheduled)
-        for seq, n in out.scheduled:
-            if n > 1 or seq.num_output_tokens == 0:
-                self.stats.prefill_tokens += n
-            seq.num_computed_tokens += n
-            self.block_manager.register_full_blocks(seq)
-        if not sampling:
-            return []
-        requests = [SampleRequest(s.params, s.prompt_token_ids, s.output_token_ids, s.generator) for s in sampling]
-        tokens, logprobs = self.sampler(logits, requests)
-        self.stats.decode_tokens += len(tokens)
-        return [self._append(seq, tok, lp) for seq, tok, lp in zip(sampling, tokens, logprobs, strict=True)]
-
-    def _append(self, seq: Sequence, token: int, logprob: Any) -> StreamDelta:
-        seq.token_ids.append(token)
-        if seq.first_token_time is None:
-            seq.first_token_time = time.perf_counter()
-        if logprob is not None:
-            seq.logprobs.append(logprob)
-        sent = len(seq.text)
-        reason: tuple[str, str | int | None] | None = None
-        if token in seq.stop_token_ids:
-            reason = ("stop", token)
-        else:
-            seq.text += seq.detokenizer.add(token)
-            reason = self._check_stop_string(seq, sent)
-        max_tokens = seq.params.max_tokens or self.max_model_len
-        if reason is None and (seq.num_output_tokens >= max_tokens or seq.num_tokens >= self.max_model_len):
-            reason = ("length", None)
-        if reason is not None:
-            if reason[0] == "length":
-                seq.text += seq.detokenizer.flush()
-            seq.stop_reason = reason[1]
-            self.scheduler.finish(seq, reason[0])
-        visible = self.visible_text(seq)
-        delta, seq.streamed_chars = visible[seq.streamed_chars :], len(visible)
-        return StreamDelta(
-            seq.request_id,
-            seq.index,
-            delta,
-            [token],
-            [logprob] if logprob else [],
-            seq.finish_reason,
-            seq.stop_reason,
-        )
-
-    @staticmethod
-    def _check_stop_string(seq: Sequence, old_len: int) -> tuple[str, str] | None:
-        if not seq.params.stop:
-            return None
-        longest = max(len(s) for s in seq.params.stop)
-        window = max(0, old_len - longest + 1)
-        hits = [(i, s) for s in seq.params.stop if (i := seq.text.find(s, window)) >= 0]
-        if not hits:
-            return None
-        index, stop = min(hits)
-        seq.text = seq.text[:index]
-        return ("stop", stop)
-
-    def visible_text(self, seq: Sequence) -> str:
-        """Text safe to show now: while running, the tail that could still start a stop string is held back."""
-        if seq.is_finished or not seq.params.stop:
-            return seq.text
-        hold = max(len(s) for s in seq.params.stop) - 1
-        return seq.text[: max(0, len(seq.text) - hold)]
+        logits = self.runner.run(batch)
+        tokens, logprobs = self.sampler(logits, [seq.sample_request() for seq in batch.sampling])
+        self.stats.record(batch)
+        self.scheduler.postprocess(batch, tokens, logprobs)
+        return [seq.delta(t, lp) for seq, t, lp in zip(batch.sampling, tokens, logprobs, strict=True)]
 
     def get_output(self, request_id: str) -> RequestOutput:
         """The request's state so far (text, tokens, finish reasons) without forgetting it."""
-        prompt, seqs = self.requests[request_id]
+        request = self.requests[request_id]
+        seqs = request.seqs
         return RequestOutput(
             request_id=request_id,
-            prompt=prompt,
+            prompt=request.prompt,
             prompt_token_ids=seqs[0].prompt_token_ids,
             outputs=[
                 CompletionOutput(

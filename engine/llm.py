@@ -64,8 +64,7 @@ class LLM:
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a conversation rendered by the model's chat template, ready for the reply."""
-        rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
+        return self.engine.chat_prompt(messages)
 
     def chat(self, messages: list[dict[str, str]], params: SamplingParams | None = None) -> RequestOutput:
         """One conversation through the chat template; returns its result."""

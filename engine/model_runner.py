@@ -6,6 +6,7 @@ import torch
 
 from engine.attention import AttentionMetadata, SeqSlice
 from engine.models.llama import LlamaForCausalLM
+from engine.scheduler import SchedulerOutput
 from engine.sequence import Sequence
 
 
@@ -60,15 +61,12 @@ class ModelRunner:
         return input_ids, torch.cat(positions).to(self.device), meta
 
     @torch.inference_mode()
-    def run(self, scheduled: list[tuple[Sequence, int]]) -> tuple[list[Sequence], torch.Tensor]:
-        """Forward the step; logits only for sequences whose last known token was just computed."""
-        input_ids, positions, meta = self.prepare(scheduled)
+    def run(self, batch: SchedulerOutput) -> torch.Tensor:
+        """Forward the step; logits for the sequences that sample (`batch.sampling`, in that order)."""
+        input_ids, positions, meta = self.prepare(batch.scheduled)
         hidden = self.model(input_ids, positions, meta)
-        rows, sampling = [], []
-        for (seq, n), s in zip(scheduled, meta.seqs, strict=True):
-            if seq.num_computed_tokens + n == seq.num_tokens:
-                rows.append(s.q_start + s.q_len - 1)
-                sampling.append(seq)
-        if not rows:
-            return [], hidden.new_empty(0, self.model.config.vocab_size)
-        return sampling, self.model.compute_logits(hidden[torch.tensor(rows, device=self.device)])
+        last = {id(seq): s.q_start + s.q_len - 1 for (seq, _), s in zip(batch.scheduled, meta.seqs, strict=True)}
+        if not batch.sampling:
+            return hidden.new_empty(0, self.model.config.vocab_size)
+        rows = torch.tensor([last[id(seq)] for seq in batch.sampling], device=self.device)
+        return self.model.compute_logits(hidden[rows])

@@ -151,6 +151,8 @@ class Sampler:
     def __call__(
         self, logits: torch.Tensor, requests: list[SampleRequest]
     ) -> tuple[list[int], list[TokenLogprob | None]]:
+        if not requests:  # a step of prefill chunks only: nothing to sample
+            return [], []
         logits = logits.float()
         rows = [apply_penalties(logits[i], r) if r.params.penalised else logits[i] for i, r in enumerate(requests)]
         tokens = torch.stack(rows).argmax(-1).tolist()

@@ -3,7 +3,9 @@
 There is no separate prefill phase: a running sequence asks for its remaining prompt tokens (a chunk when
 the budget is short) or one decode token. Running sequences go first, oldest first; waiting ones are
 admitted with what budget is left. When KV blocks run out, the newest running sequence is preempted: its
-blocks are freed and it is recomputed later from its tokens, so nothing is lost.
+blocks are freed and it is recomputed later from its tokens, so nothing is lost. After the forward,
+`postprocess` does the step's bookkeeping: computed tokens, full blocks for the prefix cache, the sampled
+tokens with their stop and length rules, and retirement.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from engine.block_manager import BlockManager
+from engine.sampling import TokenLogprob
 from engine.sequence import Sequence, SequenceStatus
 
 
@@ -21,6 +24,7 @@ class SchedulerOutput:
 
     scheduled: list[tuple[Sequence, int]] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    sampling: list[Sequence] = field(default_factory=list)  # caught up after this step: they sample a token
 
     @property
     def num_tokens(self) -> int:
@@ -31,12 +35,15 @@ class SchedulerOutput:
 class Scheduler:
     """Decides, every step, which sequences run and how many tokens each computes."""
 
-    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+    def __init__(
+        self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int = 1 << 30
+    ) -> None:
         if max_num_seqs < 1 or max_num_batched_tokens < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
         self.bm = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.max_model_len = max_model_len
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -68,6 +75,21 @@ class Scheduler:
 
     def schedule(self) -> SchedulerOutput:
         """Pick this step's work: running sequences first, then admissions, preempting when blocks run out."""
+        out = self._pick()
+        out.sampling = [seq for seq, n in out.scheduled if seq.num_computed_tokens + n == seq.num_tokens]
+        return out
+
+    def postprocess(self, out: SchedulerOutput, tokens: list[int], logprobs: list[TokenLogprob | None]) -> None:
+        """After the forward: advance every scheduled sequence, then append the sampled tokens and retire."""
+        for seq, n in out.scheduled:
+            seq.num_computed_tokens += n
+            self.bm.register_full_blocks(seq)
+        for seq, token, logprob in zip(out.sampling, tokens, logprobs, strict=True):
+            reason = seq.append(token, logprob, self.max_model_len)
+            if reason is not None:
+                self.finish(seq, reason)
+
+    def _pick(self) -> SchedulerOutput:
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
         i = 0

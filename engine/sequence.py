@@ -1,18 +1,16 @@
-"""Request state as the scheduler and runner see it: tokens, KV blocks, progress and outputs."""
+"""Request state as the scheduler and runner see it: tokens, KV blocks, progress, outputs and stop rules."""
 
 from __future__ import annotations
 
 import enum
-import itertools
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from engine.detokenizer import IncrementalDetokenizer
-from engine.sampling import SamplingParams, TokenLogprob
-
-_ids = itertools.count()
+from engine.outputs import StreamDelta
+from engine.sampling import SampleRequest, SamplingParams, TokenLogprob
 
 
 class SequenceStatus(enum.Enum):
@@ -34,7 +32,6 @@ class Sequence:
     detokenizer: IncrementalDetokenizer
     stop_token_ids: frozenset[int]
     generator: torch.Generator | None = None
-    seq_id: int = field(default_factory=lambda: next(_ids))
     token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     block_table: list[int] = field(default_factory=list)
@@ -81,3 +78,62 @@ class Sequence:
         self.num_computed_tokens = 0
         self.block_table = []
         self.status = SequenceStatus.WAITING
+
+    def sample_request(self) -> SampleRequest:
+        """What the sampler needs of this sequence."""
+        return SampleRequest(self.params, self.prompt_token_ids, self.output_token_ids, self.generator)
+
+    def append(self, token: int, logprob: TokenLogprob | None, max_model_len: int) -> str | None:
+        """Add a sampled token and its text; returns why the sequence ends ("stop", "length") or None."""
+        self.token_ids.append(token)
+        if self.first_token_time is None:
+            self.first_token_time = time.perf_counter()
+        if logprob is not None:
+            self.logprobs.append(logprob)
+        if token in self.stop_token_ids:
+            self.stop_reason = token
+            return "stop"
+        shown = len(self.text)
+        self.text += self.detokenizer.add(token)
+        if self._cut_at_stop_string(shown):
+            return "stop"
+        max_tokens = self.params.max_tokens or max_model_len
+        if self.num_output_tokens >= max_tokens or self.num_tokens >= max_model_len:
+            self.text += self.detokenizer.flush()
+            return "length"
+        return None
+
+    def _cut_at_stop_string(self, shown: int) -> bool:
+        """End the text before the first stop string that the new token completed (searching only new text)."""
+        if not self.params.stop:
+            return False
+        window = max(0, shown - max(len(s) for s in self.params.stop) + 1)
+        hits = [(i, s) for s in self.params.stop if (i := self.text.find(s, window)) >= 0]
+        if not hits:
+            return False
+        index, self.stop_reason = min(hits)
+        self.text = self.text[:index]
+        return True
+
+    def visible_text(self) -> str:
+        """Text safe to show now: while running, the tail that could still start a stop string is held back."""
+        if self.is_finished or not self.params.stop:
+            return self.text
+        hold = max(len(s) for s in self.params.stop) - 1
+        return self.text[: max(0, len(self.text) - hold)]
+
+    def delta(self, token: int, logprob: TokenLogprob | None) -> StreamDelta:
+        """What a stream learns from this step: the newly visible text, the token and how it ended (if it did)."""
+        visible = self.visible_text()
+        text, self.streamed_chars = visible[self.streamed_chars :], len(visible)
+        lps = [logprob] if logprob else []
+        return StreamDelta(self.request_id, self.index, text, [token], lps, self.finish_reason, self.stop_reason)
+
+
+@dataclass
+class Request:
+    """One request: its prompt text (None when given as token ids) and its n sequences."""
+
+    request_id: str
+    prompt: str | None
+    seqs: list[Sequence]

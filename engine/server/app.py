@@ -86,7 +86,7 @@ class Server:
 
 def _params(req: SamplingFields, eng: AsyncEngine, prompt_len: int, max_tokens: int | None, logprobs: int | None):
     """The engine's sampling parameters; None when max_tokens is 0 (nothing to generate)."""
-    limit = eng.engine.max_model_len
+    limit = eng.max_model_len
     if prompt_len >= limit:
         raise ApiError(
             400,
@@ -119,7 +119,7 @@ async def _submit(server: Server, eng: AsyncEngine, ids: list[int], params: Any,
 
 
 def _prompt_ids(eng: AsyncEngine, prompt: str | list[int]) -> list[int]:
-    ids = eng.engine.encode(prompt) if isinstance(prompt, str) else list(prompt)
+    ids = eng.encode(prompt) if isinstance(prompt, str) else list(prompt)
     if not ids:
         raise ApiError(400, "prompt must not be empty", "prompt")
     if any(not 0 <= t < eng.vocab_size for t in ids):
@@ -135,7 +135,7 @@ async def _completion_runs(server: Server, eng: AsyncEngine, req: CompletionRequ
         params = _params(req, eng, len(ids), req.max_tokens, req.logprobs)
         run = PromptRun(None, len(ids), number * req.n)
         if req.echo:
-            run.echo_text = prompt if isinstance(prompt, str) else eng.engine.tokenizer.decode(ids)
+            run.echo_text = prompt if isinstance(prompt, str) else eng.tokenizer.decode(ids)
             if req.logprobs is not None:
                 run.echo_logprobs = await eng.prompt_logprobs(ids, req.logprobs)
         if params is not None:
@@ -170,9 +170,9 @@ async def _embeddings(eng: AsyncEngine, req: EmbeddingRequest) -> dict[str, Any]
     inputs = (
         req.input if isinstance(req.input, list) and req.input and not isinstance(req.input[0], int) else [req.input]
     )
-    batches = [eng.engine.encode(x) if isinstance(x, str) else list(x) for x in inputs]
-    if any(not ids or len(ids) > eng.engine.max_model_len for ids in batches):
-        raise ApiError(400, f"each input must have 1 to {eng.engine.max_model_len} tokens", "input")
+    batches = [eng.encode(x) if isinstance(x, str) else list(x) for x in inputs]
+    if any(not ids or len(ids) > eng.max_model_len for ids in batches):
+        raise ApiError(400, f"each input must have 1 to {eng.max_model_len} tokens", "input")
     if any(not 0 <= t < eng.vocab_size for ids in batches for t in ids):
         raise ApiError(400, f"input token ids must be in [0, {eng.vocab_size})", "input")
     vectors = [await eng.embed(ids) for ids in batches]
@@ -234,21 +234,20 @@ def build_app(config: ServerConfig) -> FastAPI:
         want_logprobs = req.logprobs is not None
         if req.stream:
             head = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model}
-            tokenizer = eng.engine.tokenizer
+            tokenizer = eng.tokenizer
             return event_stream(runs, head, False, req.n, req.include_usage, tokenizer, want_logprobs)
         outs = await collect(runs, req.n)
         prompt_tokens = sum(r.prompt_tokens for r in runs)
-        return JSONResponse(response_body(False, req.model, outs, prompt_tokens, eng.engine.tokenizer, want_logprobs))
+        return JSONResponse(response_body(False, req.model, outs, prompt_tokens, eng.tokenizer, want_logprobs))
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Response:
         eng = await server.engine_for(req.model)
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         try:
-            rendered = eng.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = eng.chat_prompt(messages)
         except Exception as exc:  # a template that rejects these messages (e.g. role order) is the client's error
             raise ApiError(400, f"messages do not fit the model's chat template: {exc}", "messages") from None
-        ids = list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = _params(req, eng, len(ids), req.max_completion_tokens or req.max_tokens, top)
         run = PromptRun(None if params is None else await _submit(server, eng, ids, params, request), len(ids), 0)
@@ -259,9 +258,9 @@ def build_app(config: ServerConfig) -> FastAPI:
                 "created": int(time.time()),
                 "model": req.model,
             }
-            return event_stream([run], head, True, req.n, req.include_usage, eng.engine.tokenizer, req.logprobs)
+            return event_stream([run], head, True, req.n, req.include_usage, eng.tokenizer, req.logprobs)
         outs = await collect([run], req.n)
-        return JSONResponse(response_body(True, req.model, outs, len(ids), eng.engine.tokenizer, req.logprobs))
+        return JSONResponse(response_body(True, req.model, outs, len(ids), eng.tokenizer, req.logprobs))
 
     @app.post("/v1/embeddings")
     async def embeddings(req: EmbeddingRequest) -> dict[str, Any]:

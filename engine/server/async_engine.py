@@ -137,10 +137,35 @@ class AsyncEngine:
             self.engine.abort_request(request_id)
             self.engine.pop_output(request_id)
 
+    # -- what the server may know of the engine: limits, text <-> tokens, load (never its internals) --
+
     @property
     def vocab_size(self) -> int:
         """Token ids a request may name are in [0, vocab_size)."""
         return self.engine.model.config.vocab_size
+
+    @property
+    def max_model_len(self) -> int:
+        """Prompt plus completion tokens one sequence may hold."""
+        return self.engine.max_model_len
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (for decoding tokens in replies)."""
+        return self.engine.tokenizer
+
+    @property
+    def kv_usage(self) -> float:
+        """Share of the KV pool in use."""
+        return self.engine.block_manager.usage
+
+    def encode(self, prompt: str) -> list[int]:
+        """Prompt text to token ids, as the engine encodes it."""
+        return self.engine.encode(prompt)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """A conversation rendered by the model's chat template."""
+        return self.engine.chat_prompt(messages)
 
     async def embed(self, token_ids: list[int]) -> list[float]:
         """Mean-pooled final hidden state of the tokens (on the engine thread, between steps)."""

@@ -61,7 +61,7 @@ class ServerMetrics:
         for name, eng in engines.items():
             self.running.labels(name).set(eng.num_running)
             self.waiting.labels(name).set(eng.num_waiting)
-            self.kv_usage.labels(name).set(eng.engine.block_manager.usage)
+            self.kv_usage.labels(name).set(eng.kv_usage)
         return generate_latest(self.registry)
 
     async def observe(self, model: str, start: float, stream: AsyncIterator[StreamDelta]) -> AsyncIterator[StreamDelta]:
