@@ -97,6 +97,7 @@ def test_calibrate_flow_measures_every_strategy_and_the_fallback(
     from pipelines.calibrate import calibrate_flow
 
     monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "dvc.yaml", "dvc.yaml")  # the stage's evidence file and keys are declared there
     params = compose(
         [
             "model=tiny-random",
