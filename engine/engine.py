@@ -10,16 +10,13 @@ from typing import Any
 
 import torch
 
-from engine.block_manager import BlockManager
-from engine.detokenizer import IncrementalDetokenizer
-from engine.errors import ParameterError
 from engine.faults import make_sampler
 from engine.loader import load
 from engine.model_runner import ModelRunner
-from engine.outputs import CompletionOutput, RequestOutput, StreamDelta
+from engine.outputs import RequestOutput, StreamDelta
 from engine.sampling import SamplingParams
 from engine.scheduler import Scheduler, SchedulerOutput
-from engine.sequence import Request, Sequence
+from engine.sequence import Request, check_prompt
 
 DEFAULT_KV_CACHE_BYTES = 512 * 2**20
 
@@ -79,8 +76,11 @@ class LLMEngine:
         if mcfg.sliding_window:  # sliding-window attention is not implemented: stay inside the window
             limits.append(mcfg.sliding_window)
         self.max_model_len = min([*limits, cfg.max_model_len or limits[0]])
-        self.block_manager = BlockManager(num_blocks, cfg.block_size, cfg.enable_prefix_caching)
-        self.scheduler = Scheduler(self.block_manager, cfg.max_num_seqs, cfg.max_num_batched_tokens, self.max_model_len)
+        self.scheduler = Scheduler.with_blocks(
+            num_blocks, cfg.block_size, cfg.enable_prefix_caching, cfg.max_num_seqs, cfg.max_num_batched_tokens,
+            self.max_model_len,
+        )  # fmt: skip
+        self.block_manager = self.scheduler.bm
         self.runner = ModelRunner(self.model, num_blocks, cfg.block_size)
         self.sampler = make_sampler(cfg.fault, cfg.seed)
         eos = set(mcfg.eos_token_ids)
@@ -113,39 +113,19 @@ class LLMEngine:
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise ValueError(f"request_id {request_id!r} is already in use")
-        text = prompt if isinstance(prompt, str) else None
         ids = self.checked_prompt(prompt, params)
         stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
-        seqs = []
-        for i in range(params.n):
-            generator = None
-            if params.seed is not None:
-                generator = torch.Generator(device="cpu")
-                generator.manual_seed(params.seed + i)
-            seq = Sequence(request_id, i, ids, params, IncrementalDetokenizer(self.tokenizer, ids), stops, generator)
-            seqs.append(seq)
+        text = prompt if isinstance(prompt, str) else None
+        request = Request.start(request_id, text, ids, params, self.tokenizer, stops)
+        for seq in request.seqs:
             self.scheduler.add(seq)
-        self.requests[request_id] = Request(request_id, text, seqs)
+        self.requests[request_id] = request
         return request_id
 
     def checked_prompt(self, prompt: str | list[int], params: SamplingParams) -> list[int]:
         """The prompt's token ids, once the request is known to fit; ParameterError naming what does not."""
         ids = self.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        vocab = self.model.config.vocab_size
-        if not ids:
-            raise ParameterError("prompt", "prompt must not be empty")
-        for name, tokens in (
-            ("prompt", ids),
-            ("logit_bias", params.logit_bias),
-            ("stop_token_ids", params.stop_token_ids),
-        ):
-            if any(not 0 <= t < vocab for t in tokens):
-                raise ParameterError(name, f"{name} token ids must be in [0, {vocab})")
-        if len(ids) >= self.max_model_len:
-            raise ParameterError(
-                "prompt",
-                f"prompt is {len(ids)} tokens, the context length is {self.max_model_len} (prompt must be shorter)",
-            )
+        check_prompt(ids, params, self.model.config.vocab_size, self.max_model_len)
         return ids
 
     def abort_request(self, request_id: str) -> None:
@@ -172,24 +152,7 @@ class LLMEngine:
 
     def get_output(self, request_id: str) -> RequestOutput:
         """The request's state so far (text, tokens, finish reasons) without forgetting it."""
-        request = self.requests[request_id]
-        seqs = request.seqs
-        return RequestOutput(
-            request_id=request_id,
-            prompt=request.prompt,
-            prompt_token_ids=seqs[0].prompt_token_ids,
-            outputs=[
-                CompletionOutput(
-                    index=s.index,
-                    text=s.text,
-                    token_ids=s.output_token_ids,
-                    finish_reason=s.finish_reason,
-                    stop_reason=s.stop_reason,
-                    logprobs=s.logprobs if s.params.logprobs is not None else None,
-                )
-                for s in seqs
-            ],
-        )
+        return self.requests[request_id].output()
 
     def pop_output(self, request_id: str) -> RequestOutput:
         """The request's result, forgetting it (call once it is finished)."""

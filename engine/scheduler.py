@@ -48,6 +48,15 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.num_preemptions = 0
 
+    @classmethod
+    def with_blocks(
+        cls, num_blocks: int, block_size: int, prefix_caching: bool, max_num_seqs: int, max_num_batched_tokens: int,
+        max_model_len: int,
+    ) -> Scheduler:  # fmt: skip
+        """A scheduler over a new pool of `num_blocks` KV blocks."""
+        blocks = BlockManager(num_blocks, block_size, prefix_caching)
+        return cls(blocks, max_num_seqs, max_num_batched_tokens, max_model_len)
+
     def add(self, seq: Sequence) -> None:
         """Queue a new sequence (served first come, first served)."""
         self.waiting.append(seq)

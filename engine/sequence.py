@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.detokenizer import IncrementalDetokenizer
-from engine.outputs import StreamDelta
+from engine.errors import ParameterError
+from engine.outputs import CompletionOutput, RequestOutput, StreamDelta
 from engine.sampling import SampleRequest, SamplingParams, TokenLogprob
 
 
@@ -130,6 +131,19 @@ class Sequence:
         return StreamDelta(self.request_id, self.index, text, [token], lps, self.finish_reason, self.stop_reason)
 
 
+def check_prompt(ids: list[int], params: SamplingParams, vocab: int, max_model_len: int) -> None:
+    """A request that cannot run raises ParameterError naming the parameter at fault."""
+    if not ids:
+        raise ParameterError("prompt", "prompt must not be empty")
+    for name, tokens in (("prompt", ids), ("logit_bias", params.logit_bias), ("stop_token_ids", params.stop_token_ids)):
+        if any(not 0 <= t < vocab for t in tokens):
+            raise ParameterError(name, f"{name} token ids must be in [0, {vocab})")
+    if len(ids) >= max_model_len:
+        raise ParameterError(
+            "prompt", f"prompt is {len(ids)} tokens, the context length is {max_model_len} (prompt must be shorter)"
+        )
+
+
 @dataclass
 class Request:
     """One request: its prompt text (None when given as token ids) and its n sequences."""
@@ -137,3 +151,38 @@ class Request:
     request_id: str
     prompt: str | None
     seqs: list[Sequence]
+
+    @classmethod
+    def start(
+        cls, request_id: str, prompt: str | None, ids: list[int], params: SamplingParams, tokenizer: object,
+        stop_token_ids: frozenset[int],
+    ) -> Request:  # fmt: skip
+        """A request's n sequences, each with its own detokenizer and, with a seed, its own generator."""
+        seqs = []
+        for i in range(params.n):
+            generator = None
+            if params.seed is not None:
+                generator = torch.Generator(device="cpu")
+                generator.manual_seed(params.seed + i)
+            detokenizer = IncrementalDetokenizer(tokenizer, ids)
+            seqs.append(Sequence(request_id, i, ids, params, detokenizer, stop_token_ids, generator))
+        return cls(request_id, prompt, seqs)
+
+    def output(self) -> RequestOutput:
+        """The request's state so far: text, tokens, finish reasons and (when asked) logprobs."""
+        return RequestOutput(
+            request_id=self.request_id,
+            prompt=self.prompt,
+            prompt_token_ids=self.seqs[0].prompt_token_ids,
+            outputs=[
+                CompletionOutput(
+                    index=s.index,
+                    text=s.text,
+                    token_ids=s.output_token_ids,
+                    finish_reason=s.finish_reason,
+                    stop_reason=s.stop_reason,
+                    logprobs=s.logprobs if s.params.logprobs is not None else None,
+                )
+                for s in self.seqs
+            ],
+        )

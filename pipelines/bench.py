@@ -6,7 +6,6 @@ the inter-token latency CDF (CSV for `dvc plots`, PNG for the release report).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 import time
@@ -16,24 +15,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from engine.bench import percentiles, run_one
-from pipelines.common import PLOTS, now_utc, stage_cli, write_metrics
+from pipelines.common import PLOTS, bench_args, now_utc, stage_cli, write_metrics
 from pipelines.config import TollgateConf, load_params
 
 MIB = 2**20
-
-
-def bench_args(p: TollgateConf, checkpoint: Path) -> argparse.Namespace:
-    """engine.bench's options for a checkpoint, with the profile's sizes and the configured quantization."""
-    return argparse.Namespace(
-        model=str(checkpoint),
-        threads=p.profile.threads,
-        prompt_len=p.profile.bench.prompt_len,
-        new_tokens=p.profile.bench.new_tokens,
-        repeats=p.profile.repetitions,
-        warmup=p.profile.bench.warmup,
-        quant_options=dict(p.quant.options),
-        calibration_text=p.data.calibration_text,
-    )
 
 
 @task(retries=1, retry_delay_seconds=5)

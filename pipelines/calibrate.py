@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.common import PLOTS, REPORTS, now_utc, stage_cli, write_metrics
+from pipelines.common import PLOTS, REPORTS, bench_args, now_utc, stage_cli, write_metrics
 from pipelines.config import QuantConf, TollgateConf, load_params
 
 QUANT_DIR = Path("models/quant")
@@ -35,7 +35,6 @@ def eval_ids(p: TollgateConf) -> list[int]:
 def bench_decode(p: TollgateConf, checkpoint: Path) -> dict[str, Any]:
     """Batch-1 decode of a checkpoint (fp32 or quantized) in a fresh process, with the profile's bench sizes."""
     from engine.bench import run_one
-    from pipelines.bench import bench_args
 
     row = run_one("tollgate", bench_args(p, checkpoint), 1)  # quant "none": the checkpoint is already quantized
     if "error" in row:
@@ -50,9 +49,8 @@ def measure(p: TollgateConf, strategy: QuantConf, ids: list[int], reference: Any
 
     from engine.eval import compare, score
     from engine.loader import load_model, load_tokenizer
-    from engine.models.linear import use_cpu_kernels
-    from engine.quant import quantize_loaded
-    from engine.quant.checkpoint import save_quantized
+    from engine.models import use_cpu_kernels
+    from engine.quant import quantize_loaded, save_quantized
 
     torch.set_num_threads(p.profile.threads)
     model = load_model(p.model.path, cpu_kernels=False)
@@ -92,8 +90,7 @@ def fallback_check(p: TollgateConf) -> dict[str, Any]:
     import torch
 
     from engine.loader import load_model
-    from engine.quant import get_strategy, quantize_model
-    from engine.quant.calibration import calibration_layers
+    from engine.quant import calibration_layers, get_strategy, quantize_model
 
     gptq = p.calibrate.strategies.get("gptq", QuantConf("gptq"))
     results = {}
@@ -150,11 +147,8 @@ def calibrate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
 
     from engine.eval import compare, score
     from engine.loader import load_model
-    from engine.models.linear import use_cpu_kernels
-    from engine.quant import available_strategies
-    from engine.quant.apply import linear_bytes
-    from engine.quant.registry import BUILT_IN
-    from engine.quant.select import from_metrics, select
+    from engine.models import use_cpu_kernels
+    from engine.quant import BUILT_IN, available_strategies, from_metrics, linear_bytes, select
 
     p = load_params(Path(params_path))
     log = get_run_logger()

@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gates.provenance import git_dirty, git_head, now_utc, sha256_file, sha256_json, sha256_tree
 from gates.stages import stage_named
-from pipelines.config import PARAMS, load_params
+from pipelines.config import PARAMS, TollgateConf, load_params
 
 # Stage inputs and outputs are relative to the working directory: the project root where `dvc repro` runs.
 PLOTS = Path("plots")
@@ -96,6 +96,20 @@ def write_metrics(stage: str, data: dict[str, Any], params_path: str, started: s
     if target is None:
         raise ValueError(f"dvc.yaml stage {stage!r} declares no metrics/ file")
     return write_json(target, {"_provenance": provenance(stage, params_path, started), **data})
+
+
+def bench_args(p: TollgateConf, checkpoint: Path) -> argparse.Namespace:
+    """engine.bench's options for a checkpoint, with the profile's sizes and the configured quantization."""
+    return argparse.Namespace(
+        model=str(checkpoint),
+        threads=p.profile.threads,
+        prompt_len=p.profile.bench.prompt_len,
+        new_tokens=p.profile.bench.new_tokens,
+        repeats=p.profile.repetitions,
+        warmup=p.profile.bench.warmup,
+        quant_options=dict(p.quant.options),
+        calibration_text=p.data.calibration_text,
+    )
 
 
 def stage_cli(flow: Callable[[str], Any], description: str, argv: list[str] | None = None) -> int:

@@ -15,11 +15,8 @@ from engine.config import ModelConfig
 from engine.errors import CheckpointError
 from engine.loader.gguf_file import read_gguf, read_gguf_tokenizer
 from engine.loader.hf import read_state_dict
-from engine.models import build_model
-from engine.models.linear import use_cpu_kernels
-from engine.models.llama import LlamaForCausalLM
-from engine.quant.apply import QuantReport, quantize_loaded
-from engine.quant.checkpoint import is_quantized_checkpoint, load_quantized
+from engine.models import LlamaForCausalLM, build_model, use_cpu_kernels
+from engine.quant import QuantReport, is_quantized_checkpoint, load_quantized, quantize_loaded
 
 __all__ = ["CheckpointError", "load", "load_model", "load_tokenizer"]
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from engine.config import SUPPORTED_ARCHITECTURES, ModelConfig
+from engine.models.linear import use_cpu_kernels
 from engine.models.llama import LlamaForCausalLM
+
+__all__ = ["MODEL_CLASSES", "LlamaForCausalLM", "build_model", "use_cpu_kernels"]
 
 MODEL_CLASSES = dict.fromkeys(SUPPORTED_ARCHITECTURES, LlamaForCausalLM)
 

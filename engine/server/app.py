@@ -12,76 +12,23 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from engine.engine import EngineConfig
 from engine.errors import ParameterError
 from engine.server.async_engine import AsyncEngine, QueueFullError
-from engine.server.metrics import ServerMetrics
-from engine.server.models import ModelPool, ModelUnavailableError
 from engine.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, error_response
 from engine.server.responses import encode_embedding, new_id, response_body
+from engine.server.state import ApiError, Server, ServerConfig
 from engine.server.streams import PromptRun, collect, event_stream, until_disconnect
+
+__all__ = ["ServerConfig", "build_app"]
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
-
-
-@dataclass
-class ServerConfig:
-    """What to serve and how much to queue."""
-
-    models: list[str]
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    max_waiting: int = 64
-    memory_budget_mb: float | None = None  # None: load every model at start, never unload
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-
-class Server:
-    """The model pool (loaded in the background so /health can say 503 while loading) and the metrics."""
-
-    def __init__(self, config: ServerConfig) -> None:
-        self.config = config
-        self.metrics = ServerMetrics()
-        self.pool = ModelPool(config.models, config.engine, config.max_waiting, self.metrics, config.memory_budget_mb)
-        self.loaded = False
-
-    @property
-    def engines(self) -> dict[str, AsyncEngine]:
-        return dict(self.pool.resident)
-
-    @property
-    def load_error(self) -> str | None:
-        return next(iter(self.pool.load_errors.values()), None)
-
-    @property
-    def ready(self) -> bool:
-        return self.loaded and not self.pool.load_errors
-
-    async def load(self) -> None:
-        await self.pool.preload()
-        self.loaded = True
-
-    async def engine_for(self, name: str) -> AsyncEngine:
-        if not self.loaded:
-            raise ApiError(503, "models are still loading; retry shortly", code="loading")
-        if name not in self.pool.paths:
-            raise ApiError(404, f"model {name!r} not found; available: {self.pool.names}", "model", "model_not_found")
-        try:
-            return await self.pool.acquire(name)
-        except ModelUnavailableError as exc:
-            raise ApiError(503, str(exc), "model", "model_unavailable") from None
 
 
 def _params(req: SamplingFields, eng: AsyncEngine, prompt_len: int, max_tokens: int | None, logprobs: int | None):
