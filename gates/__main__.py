@@ -43,7 +43,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         signoff=args.signoff,
         validate=args.validate,
-        profile_params=params.get("profile") if not args.profile else None,
+        params=params or None,
         out=args.out,
         context=dict(kv.split("=", 1) for kv in args.context),
     )

@@ -46,7 +46,8 @@ class GateInputs:
     baseline: Path | None = None
     signoff: Path | None = SIGNOFF
     validate: bool = True
-    profile_params: dict[str, Any] | None = None  # the composed profile section, compared with its declaration
+    params: dict[str, Any] | None = None  # the composed params.yaml the stages ran with (recorded, and its profile
+    # section compared with conf/profile/)
     dvc_yaml: Path = DVC_YAML
     plots: list[Path] = field(default_factory=lambda: sorted(PLOTS.glob("*.png")))
     out: Path = Path("reports")
@@ -65,7 +66,13 @@ class Judgement:
 
 def overrides_of(inputs: GateInputs, declared: dict[str, Any]) -> list[str]:
     """Every way these inputs depart from the project's declared defaults."""
-    out = profile_overrides(inputs.profile, inputs.profile_params) if inputs.profile_params is not None else []
+    out = []
+    if inputs.params is not None:
+        composed = inputs.params.get("profile") or {}
+        if composed.get("name") != inputs.profile:
+            out.append(f"profile={inputs.profile} (the evidence was made with profile {composed.get('name')!r})")
+        else:
+            out += profile_overrides(inputs.profile, composed)
     if inputs.spec is not None and inputs.spec != DEFAULT_SPEC:
         out.append(f"spec={inputs.spec} (declared {DEFAULT_SPEC})")
     if inputs.min_samples is not None and inputs.min_samples != declared.get("min_samples"):
@@ -117,9 +124,11 @@ def judge(inputs: GateInputs) -> Judgement:
         "validated": inputs.validate,
         "rejected_by_validation": rejected,
         "baseline": baseline_facts,
+        "baseline_path": str(baseline_path),
         "signoff": file_fact(inputs.signoff),
         "dvc_yaml": file_fact(inputs.dvc_yaml),
         "overrides": overrides_of(inputs, declared),
+        "params": inputs.params,
     }
     return Judgement(classify(results, spec, inputs.profile, min_pct), results, gate, files)
 

@@ -37,6 +37,7 @@ class Stage:
     owns: tuple[str, ...] = ()
     basis: dict[str, str] = field(default_factory=dict)
     deps: tuple[str, ...] = ()
+    params: tuple[str, ...] = ()  # the params.yaml keys the stage declares (what DVC reruns it for)
 
     def owner_of(self, key: str) -> bool:
         """Whether this stage may produce `key`."""
@@ -70,7 +71,17 @@ def _stage(name: str, body: dict[str, Any]) -> Stage:
     owns = tuple(str(p) for p in meta.get("owns") or ())
     if evidence and not owns:
         raise StageRegistryError(f"dvc.yaml stage {name!r} writes {evidence} but declares no meta.owns")
-    return Stage(name, evidence, owns, _basis(name, meta), tuple(str(d) for d in body.get("deps", [])))
+    deps = tuple(str(d) for d in body.get("deps", []))
+    params = tuple(str(p) for p in body.get("params", []) if isinstance(p, str))
+    return Stage(name, evidence, owns, _basis(name, meta), deps, params)
+
+
+def param_value(params: dict[str, Any], key: str) -> Any:
+    """`profile.stress` of a params dict (None when absent)."""
+    node: Any = params
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def load_stages(path: Path = DVC_YAML) -> list[Stage]:

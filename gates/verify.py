@@ -15,6 +15,7 @@ from typing import Any
 from gates.profiles import known_profiles
 from gates.provenance import age_days, git_dirty, git_head, sha256_file
 from gates.run import GateInputs, default_evidence, judge
+from gates.stages import param_value
 
 
 @dataclass
@@ -63,6 +64,21 @@ def _commit_problems(doc: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _params_problems(doc: dict[str, Any]) -> list[str]:
+    """Each evidence file was made with the recorded parameters, as far as its stage depends on them."""
+    recorded = doc["gate"].get("params")
+    problems = []
+    for path, e in doc["evidence"].items():
+        used = e["provenance"].get("params") or {}
+        if used and recorded is None:
+            problems.append(f"the decision does not record the parameters {path} was made with")
+            continue
+        changed = sorted(k for k, v in used.items() if param_value(recorded, k) != v)
+        if changed:
+            problems.append(f"{path} was made with other {', '.join(changed)} than the decision records")
+    return problems
+
+
 def _verdict_problems(doc: dict[str, Any]) -> list[str]:
     g = doc["gate"]
     forced = any(o.startswith("evidence files chosen by hand") for o in g["overrides"])
@@ -73,12 +89,15 @@ def _verdict_problems(doc: dict[str, Any]) -> list[str]:
             spec=Path(g["spec"]),
             min_samples=g["min_samples"],
             metrics=[Path(p) for p in doc["evidence"]] if forced else None,
-            baseline=Path(g["baseline"]["path"]) if g.get("baseline") else None,
+            baseline=Path(g["baseline_path"]),
             signoff=Path(g["signoff"]["path"]) if g.get("signoff") else None,
             validate=g["validated"],
+            params=g.get("params"),
         )
     )
     problems = []
+    if sorted(j.gate["overrides"]) != sorted(g["overrides"]):
+        problems.append(f"the decision's overrides {g['overrides']} are not its inputs' {j.gate['overrides']}")
     if j.decision.scenario != doc["scenario"]:
         problems.append(f"the evidence gives Scenario {j.decision.scenario}, the decision says {doc['scenario']}")
     recorded = {c["id"]: c["status"] for c in doc["checks"]}
@@ -95,7 +114,7 @@ def verify(doc: dict[str, Any], options: CheckOptions) -> list[str]:
         return ["not a decision written by this gate (no `gate` / `evidence` record)"]
     if g["profile"] not in known_profiles():
         return [f"profile {g['profile']!r} is not declared in conf/profile/ ({known_profiles()})"]
-    problems = _evidence_problems(doc)
+    problems = _evidence_problems(doc) + _params_problems(doc)
     if not options.allow_other_commit:
         problems += _commit_problems(doc)
     if g.get("created") is None or age_days(g["created"]) > options.max_age_days:

@@ -16,7 +16,7 @@ import yaml
 from omegaconf.errors import OmegaConfBaseException
 
 from gates.provenance import git_dirty, git_head, now_utc, sha256_file, sha256_json, sha256_tree
-from gates.stages import stage_named
+from gates.stages import param_value, stage_named
 from pipelines.config import PARAMS, TollgateConf, load_params
 
 # Stage inputs and outputs are relative to the working directory: the project root where `dvc repro` runs.
@@ -71,8 +71,9 @@ def _resolve(dep: str, params: dict[str, Any]) -> str:
 def provenance(stage: str, params_path: str, started: str) -> dict[str, Any]:
     """Who produced a metrics file: stage, commit, params and spec hashes, hardware, times, inputs' sha256."""
     params = yaml.safe_load(Path(params_path).read_text())
+    declared = stage_named(stage)
     inputs = {}
-    for dep in stage_named(stage).deps:
+    for dep in declared.deps:
         path = Path(_resolve(dep, params))
         inputs[str(path)] = sha256_tree(path) if path.exists() else "missing"
     spec = Path(params.get("gate_spec", ""))
@@ -81,6 +82,7 @@ def provenance(stage: str, params_path: str, started: str) -> dict[str, Any]:
         "git_sha": git_head(),
         "git_dirty": git_dirty(),
         "params_sha256": sha256_json(params),
+        "params": {key: param_value(params, key) for key in declared.params},  # what DVC reruns this stage for
         "spec_sha256": sha256_file(spec) if spec.is_file() else None,
         "profile": params["profile"]["name"],
         "hardware": hardware_fingerprint(),

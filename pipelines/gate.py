@@ -8,10 +8,10 @@ the scenario: `python -m gates check reports/decision.json` is the pass/fail ste
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prefect import flow, get_run_logger, task
 
 from gates.evidence import read_metrics_file
@@ -29,13 +29,13 @@ def tracking_uri(p: TollgateConf) -> str:
 
 
 @task
-def decide(p: TollgateConf) -> dict[str, Any]:
+def decide(p: TollgateConf, params_path: str) -> dict[str, Any]:
     """Evaluate with the pipeline's parameters; settings that differ from conf/ are stamped as overrides."""
     inputs = GateInputs(
         profile=p.profile.name,
         model=p.model.name,
         spec=Path(p.gate_spec),
-        profile_params=asdict(p.profile),
+        params=yaml.safe_load(Path(params_path).read_text()),
         context={"model": p.model.name, "quant": p.quant.name, "cluster": p.cluster.name},
     )
     doc = run_gate(inputs)
@@ -101,7 +101,7 @@ def log_to_mlflow(p: TollgateConf, doc: dict[str, Any], params_path: str) -> str
 def gate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Evaluate the release criteria on the collected metrics and record the decision."""
     p = load_params(Path(params_path))
-    doc = decide(p)
+    doc = decide(p, params_path)
     run_id = log_to_mlflow(p, doc, params_path)
     print("\n".join(summary_lines(doc)))
     print(f"report: {REPORTS / 'release_report.html'} · MLflow run {run_id} ({tracking_uri(p)})")

@@ -18,7 +18,7 @@ from gates.evaluate import PASS
 from gates.evidence import signoff_evidence
 from gates.run import GateInputs, judge
 from gates.stages import StageRegistryError, load_stages
-from tests.gates.project import MiniProject
+from tests.gates.project import GOOD, MiniProject
 from tests.gates.test_decision import RULE
 
 TRUSTED, NOT_A, UNTRUSTED, BAD_INPUT = 0, 1, 3, 2
@@ -170,8 +170,30 @@ def test_overrides_are_stamped_and_refused_unless_accepted(project: MiniProject,
 
 def test_a_profile_setting_changed_from_its_declaration_is_an_override(project: MiniProject) -> None:
     project.write_good_evidence()
-    j = judge(GateInputs(profile="ci", profile_params={"name": "ci", "min_samples": 2, "min_evaluated_pct": 40}))
+    params = {"profile": {"name": "ci", "min_samples": 2, "min_evaluated_pct": 40}}
+    j = judge(GateInputs(profile="ci", params=params))
     assert j.gate["overrides"] == ["profile.min_samples=2 (declared 10)"]
+    other = judge(GateInputs(profile="weekly", params=params))
+    assert other.gate["overrides"] == ["profile=weekly (the evidence was made with profile 'ci')"]
+
+
+def test_deleting_an_override_from_the_decision_is_caught(project: MiniProject, capsys) -> None:
+    project.write_good_evidence()
+    project.evaluate("--min-samples", "1")
+    edit(project.root / "reports" / "decision.json", lambda d: d["gate"].update(overrides=[]))
+    assert project.check() == UNTRUSTED and "are not its inputs'" in capsys.readouterr().err
+
+
+def test_recorded_parameters_must_be_the_evidences(project: MiniProject, capsys) -> None:
+    (project.root / "params.yaml").write_text(json.dumps({"profile": {"name": "ci", "min_samples": 10,
+                                                                     "min_evaluated_pct": 40}}))  # fmt: skip
+    project.write_good_evidence()
+    project.write_metrics("bench", GOOD["bench"], params={"profile.min_samples": 10})
+    project.evaluate()
+    assert project.check() == TRUSTED
+    project.write_metrics("bench", GOOD["bench"], params={"profile.min_samples": 1})  # made with tiny sizes
+    project.evaluate()
+    assert project.check() == UNTRUSTED and "made with other profile.min_samples" in capsys.readouterr().err
 
 
 # -- who may produce a key ---------------------------------------------------------------------------------------

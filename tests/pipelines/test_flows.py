@@ -71,6 +71,7 @@ def test_written_metrics_carry_their_provenance(project: Path) -> None:
     assert prov["stage"] == "bench" and prov["profile"] == "ci" and "cpu" in prov["hardware"]
     assert len(prov["params_sha256"]) == 64 and len(prov["spec_sha256"]) == 64
     assert set(prov["inputs"]) == {"models/tiny-random", "engine", "pipelines/bench.py"}
+    assert prov["params"]["model.name"] == "tiny-random" and prov["params"]["profile.bench"]["new_tokens"] == 32
 
 
 def test_rss_trend_is_a_slope_with_its_interval() -> None:
