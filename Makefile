@@ -18,7 +18,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
-# DVC stages call `python -m pipelines...`: make that the project's interpreter.
+# DVC stages call `python -m pipelines STAGE`: make that the project's interpreter.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup run test lint bench clean params
@@ -55,7 +55,7 @@ bench: setup
 		--threads 1 --vs hf --out reports/bench_engine.json
 
 params: $(STAMP)  ## recompose params.yaml from conf/, e.g. make params ARGS="profile=weekly"
-	$(PY) -m pipelines.config $(ARGS)
+	$(PY) -m pipelines config $(ARGS)
 
 clean:
 	rm -rf $(VENV) models reports metrics plots mlruns

@@ -25,7 +25,10 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM
 
+from engine import LLM, SamplingParams
+from engine.quant import available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
 
 
@@ -72,11 +75,8 @@ def make_prompts(vocab: int, batch: int, length: int, seed: int) -> list[list[in
 
 
 def _run_tollgate(args: argparse.Namespace, batch: int, quant: str) -> dict[str, Any]:
-    from engine import LLM, SamplingParams
-
     llm = LLM(
         args.model,
-        threads=args.threads,
         quant=quant,
         quant_options=getattr(args, "quant_options", {}),
         calibration_text=getattr(args, "calibration_text", None),
@@ -120,8 +120,6 @@ def _run_tollgate(args: argparse.Namespace, batch: int, quant: str) -> dict[str,
 
 
 def _run_hf(args: argparse.Namespace, batch: int, quant: str) -> dict[str, Any]:
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     cfg = model.config
 
@@ -235,7 +233,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.batch) < 1 or args.new_tokens < 2 or args.prompt_len < 1 or args.repeats < 1:
         p.error("--batch, --prompt-len and --repeats must be >= 1 and --new-tokens >= 2")
-    from engine.quant import available_strategies
 
     unknown = [q for q in args.quant if q not in available_strategies()]
     if unknown:

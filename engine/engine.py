@@ -35,7 +35,6 @@ class EngineConfig:
     dtype: torch.dtype = torch.float32
     device: str = "cpu"
     seed: int | None = 0
-    threads: int | None = None
     quant: str = "none"  # a strategy from engine.quant (int8, int4, gptq, awq, bitnet, plugins)
     quant_options: dict[str, Any] = field(default_factory=dict)
     calibration_text: str | None = None  # for strategies that calibrate (gptq, awq)
@@ -64,8 +63,6 @@ class LLMEngine:
 
     def __init__(self, model: str | Path, config: EngineConfig | None = None) -> None:
         self.config = cfg = config or EngineConfig()
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         self.model, self.tokenizer, self.quant_report = load(
             model, cfg.quant, cfg.quant_options, cfg.calibration_text, cfg.calibration_tokens, cfg.dtype, cfg.device
         )

@@ -15,8 +15,9 @@ class CheckpointError(ValueError):
 
 
 class ParameterError(ValueError):
-    """A request parameter with a bad value; `param` names it as data, for OpenAI's `error.param`."""
+    """A request parameter with a bad value; `param` (and `code`, if any) as data, for OpenAI's error body."""
 
-    def __init__(self, param: str, message: str) -> None:
+    def __init__(self, param: str, message: str, code: str | None = None) -> None:
         self.param = param
+        self.code = code
         super().__init__(message)

@@ -50,7 +50,7 @@ class Scores:
 
 @torch.inference_mode()
 def score(model: Any, ids: list[int], context: int) -> Scores:
-    """Score every window of `ids` with `model`."""
+    """Windows scored independently (no state carried over), the way perplexity tables are usually reported."""
     nll, predicted, argmax = 0.0, 0, []
     for window in tqdm(windows(ids, context), desc="eval", unit="window", leave=False):
         logits = model.score(window)[:-1].float()

@@ -131,17 +131,23 @@ class Sequence:
         return StreamDelta(self.request_id, self.index, text, [token], lps, self.finish_reason, self.stop_reason)
 
 
+def check_prompt_ids(ids: list[int], vocab: int, max_model_len: int, param: str = "prompt") -> None:
+    """The prompt rules every entry point shares (the server's chat names its `messages` the culprit)."""
+    if not ids:
+        raise ParameterError(param, f"{param} must not be empty")
+    if any(not 0 <= t < vocab for t in ids):
+        raise ParameterError(param, f"{param} token ids must be in [0, {vocab})")
+    if len(ids) >= max_model_len:
+        message = f"prompt is {len(ids)} tokens, the context length is {max_model_len} (prompt must be shorter)"
+        raise ParameterError(param, message, "context_length_exceeded")
+
+
 def check_prompt(ids: list[int], params: SamplingParams, vocab: int, max_model_len: int) -> None:
     """A request that cannot run raises ParameterError naming the parameter at fault."""
-    if not ids:
-        raise ParameterError("prompt", "prompt must not be empty")
-    for name, tokens in (("prompt", ids), ("logit_bias", params.logit_bias), ("stop_token_ids", params.stop_token_ids)):
+    check_prompt_ids(ids, vocab, max_model_len)
+    for name, tokens in (("logit_bias", params.logit_bias), ("stop_token_ids", params.stop_token_ids)):
         if any(not 0 <= t < vocab for t in tokens):
             raise ParameterError(name, f"{name} token ids must be in [0, {vocab})")
-    if len(ids) >= max_model_len:
-        raise ParameterError(
-            "prompt", f"prompt is {len(ids)} tokens, the context length is {max_model_len} (prompt must be shorter)"
-        )
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from gates.baseline import update_baseline
 from gates.evidence import read_metrics_file
 from gates.report import full_listing, summary_lines
 from gates.run import SIGNOFF, GateInputs, run_gate
@@ -75,8 +76,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_baseline(args: argparse.Namespace) -> int:
     """`baseline update`: the current evidence becomes the regression baseline, with its provenance."""
-    from gates.baseline import update_baseline
-
     params = _params()
     profile = args.profile or params.get("profile", {}).get("name", "ci")
     model = args.model or params.get("model", {}).get("name", "")
@@ -85,7 +84,6 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The argument parser (also used for --help)."""
     p = argparse.ArgumentParser(
         prog="python -m gates", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -12,6 +12,8 @@ import operator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from scipy.stats import chi2
+
 from gates.criteria import Criterion, GateSpec
 
 PASS, FAIL, INVALID, NOT_IN_PROFILE = "PASS", "FAIL", "INVALID", "NOT_IN_PROFILE"
@@ -87,8 +89,6 @@ def margin(value: float, comparator: str, threshold: float) -> float:
 
 def mtbf_lower_bound(hours: float, failures: int) -> float:
     """One-sided 95% lower bound on MTBF from `failures` in `hours`: 2T / chi2(0.95; 2k+2) (T/3.0 for k=0)."""
-    from scipy.stats import chi2
-
     return 2.0 * hours / float(chi2.ppf(CONFIDENCE, 2 * failures + 2))
 
 

@@ -6,6 +6,11 @@ import logging
 import math
 from typing import Any
 
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
 from gates.evaluate import Evidence
 
 # (key suffix, lowest, highest) that a metric with that unit must respect; a key takes the first suffix it ends with
@@ -31,9 +36,6 @@ def unit_key(key: str) -> str:
 
 
 def _batch_definition() -> Any:
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -54,8 +56,6 @@ def _failed_keys(result: Any) -> list[str]:
 
 def _tables(frame: Any) -> list[tuple[Any, str, Any]]:
     """(table, reason, expectation) triples: finiteness and sample counts on all rows, unit ranges by suffix."""
-    import great_expectations.expectations as gxe
-
     tables = [
         (frame, "value is NaN or infinite", gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True])),
         (frame, "sample count below 1", gxe.ExpectColumnValuesToBeBetween(column="n", min_value=1)),
@@ -72,8 +72,6 @@ def _tables(frame: Any) -> list[tuple[Any, str, Any]]:
 
 def validate_evidence(evidence: dict[str, Evidence], keys_by_file: dict[str, list[str]]) -> dict[str, str]:
     """Reasons by metric key for every value that failed an expectation; also marks them on the evidence."""
-    import pandas as pd
-
     if not keys_by_file:
         return {}
     batch_def = _batch_definition()

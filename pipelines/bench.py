@@ -1,4 +1,4 @@
-"""Stage `bench`: throughput, latency and memory scenarios of the profile (`python -m pipelines.bench`).
+"""Stage `bench`: throughput, latency and memory scenarios of the profile (`python -m pipelines bench`).
 
 Writes metrics/bench.json (namespaces `bench`, `latency`, `memory`) and the plots throughput vs batch and
 the inter-token latency CDF (CSV for `dvc plots`, PNG for the release report).
@@ -7,15 +7,18 @@ the inter-token latency CDF (CSV for `dvc plots`, PNG for the release report).
 from __future__ import annotations
 
 import csv
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
+from matplotlib.figure import Figure
 from prefect import flow, get_run_logger, task
 
-from engine.bench import percentiles, run_one
-from pipelines.common import PLOTS, bench_args, now_utc, stage_cli, write_metrics
+from engine import LLM, SamplingParams
+from engine.bench import make_prompts, percentiles, run_one
+from engine.loader import load_model
+from pipelines.common import PLOTS, bench_args, now_utc, write_metrics
 from pipelines.config import TollgateConf, load_params
 
 MIB = 2**20
@@ -38,13 +41,8 @@ def throughput(p: TollgateConf) -> list[dict[str, Any]]:
 @task
 def latency(p: TollgateConf) -> dict[str, Any]:
     """Streamed requests one at a time: TTFT (submit to first token) and every inter-token gap."""
-    import torch
-
-    from engine import LLM, SamplingParams
-    from engine.bench import make_prompts
-
     settings = p.profile.latency
-    llm = LLM(Path(p.model.path), threads=p.profile.threads, enable_prefix_caching=False)
+    llm = LLM(Path(p.model.path), enable_prefix_caching=False)
     params = SamplingParams(temperature=0.0, max_tokens=settings.new_tokens, ignore_eos=True)
     prompts = make_prompts(llm.engine.model.config.vocab_size, settings.requests, settings.prompt_len, seed=7)
     ttft, itl = [], []
@@ -61,8 +59,6 @@ def latency(p: TollgateConf) -> dict[str, Any]:
 @task
 def memory(p: TollgateConf, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Weights and KV bytes from the engine's accounting; per-sequence memory from the measured RSS slope."""
-    from engine.loader import load_model
-
     model = load_model(Path(p.model.path))
     weights = sum(t.nbytes for t in {id(t): t for t in [*model.parameters(), *model.buffers()]}.values())
     per_token = model.config.kv_bytes_per_token(4)
@@ -89,26 +85,27 @@ def write_plots(rows: list[dict[str, Any]], itl: list[float]) -> list[Path]:
         w = csv.writer(fh)
         w.writerow(["itl_ms", "fraction"])
         w.writerows([round(v, 3), round((i + 1) / len(ordered), 5)] for i, v in enumerate(ordered))
-    import matplotlib
+    throughput = ([r["batch"] for r in rows], [r["decode_tok_s"] for r in rows])
+    cdf = (ordered, [(i + 1) / len(ordered) for i in range(len(ordered))])
+    return [
+        _plot(
+            PLOTS / "throughput.png", throughput, "batch size", "decode tok/s (aggregate)", "Throughput vs batch", "o"
+        ),
+        _plot(
+            PLOTS / "latency_cdf.png", cdf, "inter-token latency (ms)", "fraction of tokens", "Latency CDF (batch 1)"
+        ),
+    ]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    paths = []
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([r["batch"] for r in rows], [r["decode_tok_s"] for r in rows], marker="o")
-    ax.set(xlabel="batch size", ylabel="decode tok/s (aggregate)", title="Throughput vs batch")
+def _plot(path: Path, xy: tuple[list[Any], list[Any]], xlabel: str, ylabel: str, title: str, marker: str = "") -> Path:
+    """One line chart as PNG; a bare Figure needs no GUI backend and no pyplot global state."""
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
+    ax.plot(*xy, marker=marker or None)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     fig.tight_layout()
-    paths.append(PLOTS / "throughput.png")
-    fig.savefig(paths[-1], dpi=100)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))])
-    ax.set(xlabel="inter-token latency (ms)", ylabel="fraction of tokens", title="Latency CDF (batch 1)")
-    fig.tight_layout()
-    paths.append(PLOTS / "latency_cdf.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close("all")
-    return paths
+    fig.savefig(path, dpi=100)
+    return path
 
 
 @flow(name="bench")
@@ -129,7 +126,3 @@ def bench_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     write_metrics("bench", metrics, params_path, started)
     write_plots(rows, lat["itl_samples"])
     return metrics
-
-
-if __name__ == "__main__":
-    sys.exit(stage_cli(bench_flow, __doc__))

@@ -2,21 +2,37 @@
 (perplexity and next-token top-1 agreement vs fp32 on the eval text) and batch-1 decode speed, check the
 fp32 fallback on corrupt calibration data, and let the auto-selector choose under the configured limits.
 
-`python -m pipelines.calibrate` writes metrics/calibrate.json (namespaces `quant`, `features`, `faults`),
+`python -m pipelines calibrate` writes metrics/calibrate.json (namespaces `quant`, `features`, `faults`),
 plots/quant_head_to_head.csv and reports/quant_head_to_head.md; quantized checkpoints go to models/quant/.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.common import PLOTS, REPORTS, bench_args, now_utc, stage_cli, write_metrics
+from engine.bench import run_one
+from engine.eval import compare, score
+from engine.loader import load_model, load_tokenizer
+from engine.models import use_cpu_kernels
+from engine.quant import (
+    BUILT_IN,
+    available_strategies,
+    calibration_layers,
+    from_metrics,
+    get_strategy,
+    linear_bytes,
+    quantize_loaded,
+    quantize_model,
+    save_quantized,
+    select,
+)
+from pipelines.common import PLOTS, REPORTS, bench_args, now_utc, write_metrics
 from pipelines.config import QuantConf, TollgateConf, load_params
 
 QUANT_DIR = Path("models/quant")
@@ -26,16 +42,12 @@ HEAD_TO_HEAD = ["strategy", "perplexity", "accuracy_loss_pct", "top1_agreement",
 
 def eval_ids(p: TollgateConf) -> list[int]:
     """The eval text's first `eval_tokens` tokens: the same for every strategy."""
-    from engine.loader import load_tokenizer
-
     text = Path(p.data.eval_text).read_text(encoding="utf-8")
     return load_tokenizer(p.model.path).encode(text, add_special_tokens=False)[: p.profile.calibrate.eval_tokens]
 
 
 def bench_decode(p: TollgateConf, checkpoint: Path) -> dict[str, Any]:
     """Batch-1 decode of a checkpoint (fp32 or quantized) in a fresh process, with the profile's bench sizes."""
-    from engine.bench import run_one
-
     row = run_one("tollgate", bench_args(p, checkpoint), 1)  # quant "none": the checkpoint is already quantized
     if "error" in row:
         raise RuntimeError(f"bench of {checkpoint} failed: {row['error']}")
@@ -45,14 +57,6 @@ def bench_decode(p: TollgateConf, checkpoint: Path) -> dict[str, Any]:
 @task(cache_policy=NO_CACHE)
 def measure(p: TollgateConf, strategy: QuantConf, ids: list[int], reference: Any) -> dict[str, Any]:
     """Quantize (timed), save, score against fp32 and benchmark one strategy."""
-    import torch
-
-    from engine.eval import compare, score
-    from engine.loader import load_model, load_tokenizer
-    from engine.models import use_cpu_kernels
-    from engine.quant import quantize_loaded, save_quantized
-
-    torch.set_num_threads(p.profile.threads)
     model = load_model(p.model.path, cpu_kernels=False)
     report = quantize_loaded(
         model,
@@ -87,11 +91,6 @@ def measure(p: TollgateConf, strategy: QuantConf, ids: list[int], reference: Any
 def fallback_check(p: TollgateConf) -> dict[str, Any]:
     """Corrupt and empty calibration data: every calibrated layer must stay fp32, with a warning, and the
     model must still produce finite logits (the criteria's "quantization error -> fallback to FP32")."""
-    import torch
-
-    from engine.loader import load_model
-    from engine.quant import calibration_layers, get_strategy, quantize_model
-
     gptq = p.calibrate.strategies.get("gptq", QuantConf("gptq"))
     results = {}
     for case, batches in {"empty": [], "corrupt": [[1, 2, 10**9]]}.items():
@@ -143,16 +142,9 @@ def _cell(value: Any) -> str:
 def calibrate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Measure every strategy against fp32, check the fallback, select a strategy, write metrics and table."""
     started = now_utc()
-    import torch
-
-    from engine.eval import compare, score
-    from engine.loader import load_model
-    from engine.models import use_cpu_kernels
-    from engine.quant import BUILT_IN, available_strategies, from_metrics, linear_bytes, select
 
     p = load_params(Path(params_path))
     log = get_run_logger()
-    torch.set_num_threads(p.profile.threads)
     ids = eval_ids(p)
     fp32 = load_model(p.model.path, cpu_kernels=False)
     fp32_mb = linear_bytes(fp32) / 2**20  # counted before the Linear layers become CPU kernels
@@ -192,7 +184,3 @@ def calibrate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     )
     print(table)
     return metrics
-
-
-if __name__ == "__main__":
-    sys.exit(stage_cli(calibrate_flow, __doc__))

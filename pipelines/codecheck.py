@@ -1,4 +1,4 @@
-"""Stage `codecheck`: the code-quality numbers of criteria Part 2 (`python -m pipelines.codecheck`).
+"""Stage `codecheck`: the code-quality numbers of criteria Part 2 (`python -m pipelines codecheck`).
 
 Compile warnings, ruff violations, cyclomatic complexity and function/class sizes (radon), coupling (internal
 modules each module imports) and documentation coverage of the public API, over the source packages.
@@ -17,8 +17,9 @@ from statistics import mean
 from typing import Any
 
 from prefect import flow, task
+from radon.visitors import ComplexityVisitor
 
-from pipelines.common import now_utc, stage_cli, write_metrics
+from pipelines.common import now_utc, write_metrics
 
 PACKAGES = ("engine", "gates", "pipelines")
 
@@ -54,8 +55,6 @@ def ruff_violations() -> int:
 
 def complexity_and_sizes(files: list[Path]) -> dict[str, float]:
     """Cyclomatic complexity and function/class lengths, by radon."""
-    from radon.visitors import ComplexityVisitor
-
     functions, classes = [], []
     for path in files:
         visitor = ComplexityVisitor.from_code(path.read_text())
@@ -137,7 +136,3 @@ def codecheck_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     metrics = {"code": measure()}
     write_metrics("codecheck", metrics, params_path, started)
     return metrics
-
-
-if __name__ == "__main__":
-    sys.exit(stage_cli(codecheck_flow, __doc__))

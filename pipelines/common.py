@@ -12,9 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from omegaconf.errors import OmegaConfBaseException
 
+from engine.bench import cpu_name
 from gates.provenance import git_dirty, git_head, now_utc, sha256_file, sha256_json, sha256_tree
 from gates.stages import param_value, stage_named
 from pipelines.config import PARAMS, TollgateConf, load_params
@@ -35,10 +37,6 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 def hardware_fingerprint() -> dict[str, str]:
     """Facts that tie a number to the machine that produced it."""
-    import torch
-
-    from engine.bench import cpu_name
-
     mem_kb = next(
         (
             int(line.split()[1])
@@ -114,16 +112,17 @@ def bench_args(p: TollgateConf, checkpoint: Path) -> argparse.Namespace:
     )
 
 
-def stage_cli(flow: Callable[[str], Any], description: str, argv: list[str] | None = None) -> int:
-    """Run a stage's flow from the command line with the parameters in params.yaml."""
-    parser = argparse.ArgumentParser(description=description)
+def stage_cli(name: str, flow: Callable[[str], Any], description: str, argv: list[str] | None = None) -> int:
+    """Run a stage's flow from the command line with the parameters in params.yaml, on the profile's threads."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipelines {name}", description=description)
     parser.add_argument("--params", default=str(PARAMS), help="composed parameters (default: params.yaml)")
     args = parser.parse_args(argv)
     try:  # bad parameters (an unknown profile, a wrong type) are one line before any flow starts
-        load_params(Path(args.params))
+        p = load_params(Path(args.params))
     except (ValueError, FileNotFoundError, OmegaConfBaseException) as exc:
         print(f"error: {args.params}: {exc}", file=sys.stderr)
         return 2
+    torch.set_num_threads(p.profile.threads)
     try:
         flow(args.params)
     except Exception as exc:  # the flow already logged the traceback: end with one clear line and exit 1

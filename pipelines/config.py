@@ -1,6 +1,6 @@
 """Typed schemas of the Hydra configs, composition, and params.yaml (what DVC stages read).
 
-python -m pipelines.config profile=release model=tiny-random   # rewrite params.yaml from conf/
+python -m pipelines config profile=release model=tiny-random   # rewrite params.yaml from conf/
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from omegaconf import OmegaConf
 
 from engine.quant.select import Limits
@@ -36,7 +38,7 @@ class ModelSource:
 
 @dataclass
 class ModelConf:
-    """A model the pipeline can gate."""
+    """A model the pipeline can gate; `path` is where `convert` writes its engine checkpoint."""
 
     name: str
     path: str
@@ -220,9 +222,6 @@ def validate(cfg: Any) -> TollgateConf:
 
 def compose(overrides: list[str] | None = None) -> dict[str, Any]:
     """Compose conf/config.yaml with Hydra overrides (as `dvc exp run -S` does) into a plain, validated dict."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=overrides or [])
     validate(cfg)
@@ -232,7 +231,7 @@ def compose(overrides: list[str] | None = None) -> dict[str, Any]:
 def load_params(path: Path = PARAMS) -> TollgateConf:
     """The parameters a DVC stage runs with."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `python -m pipelines.config` to compose it")
+        raise FileNotFoundError(f"{path} not found: run `python -m pipelines config` to compose it")
     return validate(OmegaConf.create(yaml.safe_load(path.read_text())))
 
 
@@ -250,7 +249,3 @@ def main(argv: list[str] | None = None) -> int:
     PARAMS.write_text(yaml.safe_dump(params, sort_keys=False))
     print(f"wrote {PARAMS} (profile {params['profile']['name']}, model {params['model']['name']})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,25 +1,21 @@
-"""Stage `convert`: produce the engine checkpoint of the configured model (`python -m pipelines.convert`)."""
+"""Stage `convert`: produce the engine checkpoint of the configured model (`python -m pipelines convert`)."""
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
+import torch
 from prefect import flow, get_run_logger, task
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from pipelines.common import stage_cli
+from engine.loader.convert import convert_gguf, gguf_in_package
+from engine.loader.gguf_file import read_gguf_tokenizer
 from pipelines.config import ModelConf, load_params
 
 
 def make_random_checkpoint(model: ModelConf, out: Path) -> Path:
     """A tiny randomly initialised Llama with the package GGUF's tokenizer (for fast end-to-end runs)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from engine.loader.convert import gguf_in_package
-    from engine.loader.gguf_file import read_gguf_tokenizer
-
     src = model.source
     tokenizer = read_gguf_tokenizer(gguf_in_package(src.package))
     torch.manual_seed(0)
@@ -46,8 +42,6 @@ def make_random_checkpoint(model: ModelConf, out: Path) -> Path:
 @task(retries=1, retry_delay_seconds=2)
 def convert_model(model: ModelConf) -> str:
     """Write the engine checkpoint for the configured model source."""
-    from engine.loader.convert import convert_gguf, gguf_in_package
-
     out = Path(model.path)
     if model.source.kind == "gguf_package":
         convert_gguf(gguf_in_package(model.source.package), out)
@@ -63,7 +57,3 @@ def convert_model(model: ModelConf) -> str:
 def convert_flow(params_path: str = "params.yaml") -> str:
     """Convert (or create) the configured model into an engine checkpoint."""
     return convert_model(load_params(Path(params_path)).model)
-
-
-if __name__ == "__main__":
-    sys.exit(stage_cli(convert_flow, __doc__))

@@ -1,23 +1,23 @@
 """Stage `gate`: validate the evidence, judge it against the criteria, write the report, log it all to MLflow.
 
-`python -m pipelines.gate` writes reports/decision.json, reports/release_report.{md,html} and one MLflow parent
+`python -m pipelines gate` writes reports/decision.json, reports/release_report.{md,html} and one MLflow parent
 run (params, tags, the report) with a nested run per stage holding that stage's metrics. It exits 0 whatever
 the scenario: `python -m gates check reports/decision.json` is the pass/fail step.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import yaml
 from prefect import flow, get_run_logger, task
 
-from gates.evidence import read_metrics_file
+from gates.evidence import flatten, read_metrics_file
 from gates.report import summary_lines
 from gates.run import GateInputs, default_evidence, run_gate
-from pipelines.common import REPORTS, stage_cli
+from pipelines.common import REPORTS
 from pipelines.config import TollgateConf, load_params
 
 
@@ -59,11 +59,6 @@ def flat_params(obj: Any, prefix: str = "") -> dict[str, str]:
 @task(retries=2, retry_delay_seconds=3)
 def log_to_mlflow(p: TollgateConf, doc: dict[str, Any], params_path: str) -> str:
     """One parent run for this pipeline execution, a nested run per stage with that stage's metrics."""
-    import mlflow
-    import yaml
-
-    from gates.evidence import flatten
-
     mlflow.set_tracking_uri(tracking_uri(p))
     if mlflow.get_experiment_by_name(p.mlflow.experiment) is None:
         artifacts = (Path(p.mlflow.tracking_dir) / "artifacts").resolve()
@@ -106,7 +101,3 @@ def gate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     print("\n".join(summary_lines(doc)))
     print(f"report: {REPORTS / 'release_report.html'} · MLflow run {run_id} ({tracking_uri(p)})")
     return {"scenario": doc["scenario"], "mlflow_run_id": run_id}
-
-
-if __name__ == "__main__":
-    sys.exit(stage_cli(gate_flow, __doc__))

@@ -1,6 +1,6 @@
 """Stage `quality`: is the engine right? Perplexity, greedy output and the served API against references.
 
-`python -m pipelines.quality` writes metrics/quality.json (namespace `quality`), for the pipeline's model with
+`python -m pipelines quality` writes metrics/quality.json (namespace `quality`), for the pipeline's model with
 its `quant`:
 - `perplexity` on the eval text (after Great Expectations checks the text) and `perplexity_drift_pct`, the
   absolute relative change against the transformers reference for the same tokens and context;
@@ -8,21 +8,26 @@ its `quant`:
   transformers references (EOS suppressed on both sides);
 - `served.match_pct`: the same prompts through a live `engine.server` (OpenAI /v1/completions, temperature 0)
   give the same text as the offline engine.
-References come from data/references/<model>.json (`python -m pipelines.references`); a model without a
+References come from data/references/<model>.json (`python -m pipelines references`); a model without a
 committed one is compared with a reference computed now (`reference.committed` = 0).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+import great_expectations.expectations as gxe
 import httpx
+import pandas as pd
+import torch
 from prefect import flow, get_run_logger, task
 
-from pipelines.common import now_utc, stage_cli, write_metrics
+from engine import LLM, SamplingParams
+from engine.eval import score
+from gates.validate import ephemeral_batch
+from pipelines.common import now_utc, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_server
 from pipelines.references import build_reference, eval_ids, perplexity_key, reference_path
@@ -33,11 +38,6 @@ MIN_LINES = 100
 @task
 def validate_text(path: Path) -> int:
     """The eval text exists, has enough non-empty lines and no control characters; raises with the reason."""
-    import great_expectations.expectations as gxe
-    import pandas as pd
-
-    from gates.validate import ephemeral_batch
-
     if not path.is_file():
         raise FileNotFoundError(f"{path}: eval text not found")
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -66,11 +66,8 @@ def reference(p: TollgateConf) -> tuple[dict[str, Any], bool]:
 
 
 def _engine(p: TollgateConf) -> Any:
-    from engine import LLM
-
     return LLM(
         p.model.path,
-        threads=p.profile.threads,
         quant=p.quant.name,
         quant_options=dict(p.quant.options),
         calibration_text=p.data.calibration_text,
@@ -87,11 +84,6 @@ def agreement(ours: list[list[int]], refs: list[list[int]]) -> float:
 @task
 def offline_checks(p: TollgateConf, ref: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Perplexity and greedy agreement of the offline engine; returns metrics and its greedy texts."""
-    import torch
-
-    from engine import SamplingParams
-    from engine.eval import score
-
     llm = _engine(p)
     q = p.profile.quality
     scores = score(llm.engine.model, eval_ids(p, q.max_tokens), q.context)
@@ -153,7 +145,3 @@ def quality_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     }
     write_metrics("quality", metrics, params_path, started)
     return metrics
-
-
-if __name__ == "__main__":
-    sys.exit(stage_cli(quality_flow, __doc__))

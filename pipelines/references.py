@@ -1,6 +1,6 @@
 """Reference outputs of a model from HF transformers (fp32), the yardstick of the quality stage's correctness checks.
 
-    python -m pipelines.references [--params params.yaml] [--profiles ci weekly release]
+    python -m pipelines references [--params params.yaml] [--profiles ci weekly release]
 
 Writes data/references/<model>.json: greedy continuations of a fixed prompt set (EOS suppressed on both sides,
 so every prompt yields the same number of tokens) and the perplexity of the eval text per (tokens, context) of
@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 import yaml
+from transformers import AutoModelForCausalLM
 
 from engine.eval import windows
 from engine.loader import load_tokenizer
@@ -56,8 +57,6 @@ def eval_ids(p: TollgateConf, tokens: int) -> list[int]:
 
 def hf_model(path: str) -> Any:
     """The checkpoint in HF transformers, fp32, eval mode."""
-    from transformers import AutoModelForCausalLM
-
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 
 
@@ -97,8 +96,6 @@ def hf_perplexity(model: Any, ids: list[int], context: int) -> float:
 
 def build_reference(p: TollgateConf, settings: list[tuple[int, int]]) -> dict[str, Any]:
     """Greedy references for PROMPTS and perplexity for each (tokens, context), from transformers."""
-    import transformers
-
     model = hf_model(p.model.path)
     tokenizer = load_tokenizer(p.model.path)
     prompt_ids = [tokenizer.encode(text, add_special_tokens=True) for text in PROMPTS]
@@ -144,7 +141,3 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {path}: {len(PROMPTS)} greedy references, perplexity for {sorted(doc['perplexity'])}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

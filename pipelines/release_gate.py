@@ -1,6 +1,6 @@
 """The whole release gate as one Prefect flow: every dvc.yaml stage in its order, the gate last.
 
-    python -m pipelines.release_gate [--params params.yaml]
+    python -m pipelines release_gate [--params params.yaml]
 
 Each stage is also its own flow and CLI (what `dvc repro` runs); this flow runs them in dvc.yaml's order as
 subflows, so one Prefect run (visible in the UI under `prefect server start`) holds the whole execution. The
@@ -11,14 +11,12 @@ drift from the pipeline. A failing stage fails this flow.
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from prefect import flow
 
 from gates.stages import load_stages
-from pipelines.common import stage_cli
 
 
 def stage_flows() -> list[tuple[str, Callable[[str], Any]]]:
@@ -31,13 +29,9 @@ def stage_flows() -> list[tuple[str, Callable[[str], Any]]]:
 
 
 @flow(name="release_gate")
-def release_gate(params_path: str = "params.yaml") -> dict[str, Any]:
+def release_gate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Run every stage of the pipeline in order; returns the gate's result."""
     result: Any = None
     for _, stage_flow in stage_flows():
         result = stage_flow(params_path)
     return result
-
-
-if __name__ == "__main__":
-    sys.exit(stage_cli(release_gate, __doc__))

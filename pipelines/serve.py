@@ -1,4 +1,4 @@
-"""Stage `serve`: a real server under load (`python -m pipelines.serve`).
+"""Stage `serve`: a real server under load (`python -m pipelines serve`).
 
 Starts `python -m engine.server` on a free loopback port, runs the load generator (streaming clients, TTFT /
 TPOT / ITL percentiles with n), probes OpenAI API coverage and error handling, stops the server. Writes
@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from engine.loader import CheckpointError, load_model
 from engine.loadgen import run_load, summarize
 from pipelines.api_probe import probe
-from pipelines.common import now_utc, stage_cli, write_metrics
+from pipelines.common import now_utc, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_server
 
@@ -54,8 +54,6 @@ def serve_and_measure(p: TollgateConf) -> dict[str, Any]:
 @task
 def model_load_errors_are_clear(p: TollgateConf) -> dict[str, Any]:
     """A missing checkpoint must fail with a message that names it (criteria 4.2, model load failure)."""
-    from engine.loader import CheckpointError, load_model
-
     missing = Path(p.model.path).with_name("does-not-exist")
     try:
         load_model(missing)
@@ -73,7 +71,3 @@ def serve_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     metrics["faults"].update(model_load_errors_are_clear(p))
     write_metrics("serve", metrics, params_path, started)
     return metrics
-
-
-if __name__ == "__main__":
-    sys.exit(stage_cli(serve_flow, __doc__))

@@ -1,4 +1,4 @@
-"""Stage `stress`: a soak of the profile's duration under a steady mix of requests (`python -m pipelines.stress`).
+"""Stage `stress`: a soak of the profile's duration under a steady mix of requests (`python -m pipelines stress`).
 
 Requests of random length and sampling settings (a few deliberately invalid) keep the engine busy; every
 exception escaping the engine loop counts as a failure, and resident memory is sampled to detect leaks.
@@ -8,15 +8,17 @@ Writes metrics/stress.json (namespace `stress`; `stress.mtbf` carries the run le
 from __future__ import annotations
 
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
+from scipy import stats
 
+from engine import LLM, SamplingParams
 from engine.bench import proc_status_mb
-from pipelines.common import now_utc, stage_cli, write_metrics
+from engine.errors import ParameterError
+from pipelines.common import now_utc, write_metrics
 from pipelines.config import load_params
 
 WARMUP_FRACTION = 0.25  # RSS samples before this share of the run are allocator warm-up, not a trend
@@ -30,8 +32,6 @@ def rss_mb() -> float:
 
 def rss_trend(samples: list[tuple[float, float]]) -> dict[str, float | int]:
     """Least-squares RSS slope (MB/h) after warm-up with its two-sided 95% interval; n = samples used."""
-    from scipy import stats
-
     steady = samples[int(len(samples) * WARMUP_FRACTION) :]
     if len(steady) < 3 or steady[-1][0] == steady[0][0]:
         return {"n": len(steady)}
@@ -63,9 +63,6 @@ def random_request(rng: random.Random, vocab: int, max_prompt: int, max_new: int
 
 def top_up(engine: Any, rng: random.Random, stats: dict[str, int], max_prompt: int, max_new: int) -> None:
     """Keep 8 requests in flight; invalid ones must be rejected with a ParameterError, not crash anything."""
-    from engine import SamplingParams
-    from engine.errors import ParameterError
-
     vocab = engine.model.config.vocab_size
     while len(engine.scheduler.waiting) + len(engine.scheduler.running) < 8:
         prompt, raw = random_request(rng, vocab, max_prompt, max_new)
@@ -95,7 +92,7 @@ def step_once(engine: Any, stats: dict[str, int]) -> None:
 
 
 def soak_summary(stats: dict[str, int], hours: float, samples: list[tuple[float, float]]) -> dict[str, Any]:
-    """The stress metrics of a finished soak."""
+    """A leak counts only when the slope's whole 95% interval is above zero: noise alone is no leak."""
     trend = rss_trend(samples)
     out = {
         **stats,
@@ -113,11 +110,9 @@ def soak_summary(stats: dict[str, int], hours: float, samples: list[tuple[float,
 
 
 @task
-def soak(model_path: Path, duration_s: float, max_prompt: int, max_new: int, threads: int) -> dict[str, Any]:
+def soak(model_path: Path, duration_s: float, max_prompt: int, max_new: int) -> dict[str, Any]:
     """Drive the engine with a steady mix of requests for `duration_s`; count failures, sample memory."""
-    from engine import LLM
-
-    engine, rng = LLM(model_path, threads=threads).engine, random.Random(0)
+    engine, rng = LLM(model_path).engine, random.Random(0)
     stats = {"requests": 0, "completed": 0, "rejected": 0, "failures": 0, "tokens": 0}
     samples: list[tuple[float, float]] = []
     start, last_sample = time.perf_counter(), -1.0
@@ -136,11 +131,7 @@ def stress_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     started = now_utc()
     p = load_params(Path(params_path))
     s = p.profile.stress
-    result = soak(Path(p.model.path), s.duration_s, s.max_prompt_len, s.max_new_tokens, p.profile.threads)
+    result = soak(Path(p.model.path), s.duration_s, s.max_prompt_len, s.max_new_tokens)
     metrics = {"stress": result}
     write_metrics("stress", metrics, params_path, started)
     return metrics
-
-
-if __name__ == "__main__":
-    sys.exit(stage_cli(stress_flow, __doc__))

@@ -1,4 +1,4 @@
-"""Stage `tests`: the test suite as evidence (`python -m pipelines.tests`).
+"""Stage `tests`: the test suite as evidence (`python -m pipelines tests`).
 
 Runs `pytest -m <profile.tests.markers> <profile.tests.paths>` with coverage in a subprocess and writes
 metrics/tests.json (namespace `tests`): counts by kind, pass rate (skipped tests count against it), coverage,
@@ -18,7 +18,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from pipelines.common import now_utc, stage_cli, write_metrics
+from pipelines.common import now_utc, write_metrics
 from pipelines.config import load_params
 
 COVERED = ("engine", "gates", "pipelines")
@@ -78,7 +78,3 @@ def tests_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     metrics = run_suite(p.profile.tests.markers, list(p.profile.tests.paths))
     write_metrics("tests", metrics, params_path, started)
     return metrics
-
-
-if __name__ == "__main__":
-    sys.exit(stage_cli(tests_flow, __doc__))

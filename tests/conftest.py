@@ -6,31 +6,23 @@ import os
 import shutil
 from pathlib import Path
 
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ[_key] = _value
+from pipelines.environment import SWITCHES
 
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+os.environ.update(SWITCHES)  # before any library below reads its switches at import
 
-import httpx  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-import uvicorn  # noqa: E402
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-from engine.engine import EngineConfig  # noqa: E402
-from engine.router.replicas import free_port  # noqa: E402
-from engine.server.app import ServerConfig, build_app  # noqa: E402
+import httpx
+import pytest
+import torch
+import uvicorn
+
+from engine.engine import EngineConfig
+from engine.router.replicas import free_port
+from engine.server.app import ServerConfig, build_app
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = ROOT / "models" / "smollm2-135m-instruct"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoTokenizer
 
 from engine.config import ModelConfig
 from engine.errors import CheckpointError
@@ -28,7 +29,6 @@ def load_tokenizer(path: str | Path) -> Any:
         return read_gguf_tokenizer(path)
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         raise CheckpointError(path, "no tokenizer files (tokenizer.json, tokenizer.model or vocab.json)")
-    from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(path))

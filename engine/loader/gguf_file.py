@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
 import torch
+from transformers import AutoTokenizer
 
 from engine.errors import CheckpointError
 
@@ -46,8 +48,6 @@ TENSOR_NAMES = {
 
 
 def _open(path: Path) -> Any:
-    import gguf
-
     if not path.is_file():
         raise CheckpointError(path, "file not found")
     with path.open("rb") as fh:
@@ -95,8 +95,6 @@ def _config(reader: Any, arch: str) -> dict[str, Any]:
 
 
 def _tensors(reader: Any, path: Path, arch: str) -> dict[str, torch.Tensor]:
-    import gguf
-
     state: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
         try:
@@ -129,8 +127,6 @@ def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
 
 def read_gguf_tokenizer(path: str | Path) -> Any:
     """The tokenizer stored in GGUF metadata, rebuilt by transformers' GGUF converter."""
-    from transformers import AutoTokenizer
-
     path = Path(path)
     _open(path)
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

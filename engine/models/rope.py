@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from transformers import AutoConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from engine.config import ModelConfig
 
@@ -20,9 +22,6 @@ def inverse_frequencies(cfg: ModelConfig) -> tuple[torch.Tensor, float]:
         exponents = torch.arange(0, cfg.head_dim, 2, dtype=torch.int64).float() / cfg.head_dim
         return 1.0 / (cfg.rope_theta**exponents), 1.0
     # The scaled variants have many knobs; transformers' own implementations are the reference, so use them.
-    from transformers import AutoConfig
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
-
     if kind not in ROPE_INIT_FUNCTIONS:
         raise ValueError(f"rope_scaling type {kind!r} is not supported; known: {sorted(ROPE_INIT_FUNCTIONS)}")
     raw = {k: v for k, v in cfg.raw.items() if k != "model_type"}

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from engine.errors import CheckpointError
+from engine.loader import load_model, load_tokenizer
 from engine.quant import QuantizationError, available_strategies, quantize_loaded, save_quantized
 from engine.quant.calibration import DEFAULT_CALIBRATION
 from engine.quant.select import Limits, from_metrics, select
@@ -34,8 +35,6 @@ def parse_option(text: str) -> tuple[str, Any]:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from engine.loader import load_model, load_tokenizer
-
     model = load_model(args.model, cpu_kernels=False)  # fp32 layers stay plain nn.Linear for saving
     report = quantize_loaded(
         model,

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+import uvicorn
+
 from engine.router.app import build_router
 from engine.router.replicas import ReplicaSet
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: start the replicas and the router under uvicorn."""
-    import uvicorn
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="checkpoint directory")
     p.add_argument("--replicas", type=int, default=2)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch
+import uvicorn
+
 from engine.engine import EngineConfig
 from engine.quant import available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
@@ -19,8 +22,6 @@ from engine.server.app import ServerConfig, build_app
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: build the app and run it under uvicorn."""
-    import uvicorn
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", required=True, help="checkpoint directory (repeat for several)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
@@ -45,10 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quant not in available_strategies():
         p.error(f"--quant {args.quant}: unknown; available: {', '.join(available_strategies())}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     engine = EngineConfig(
         kv_cache_bytes=args.kv_cache_mb * 2**20,
         max_num_seqs=args.max_num_seqs,
-        threads=args.threads,
         quant=args.quant,
         calibration_text=args.calibration_text,
     )

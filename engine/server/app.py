@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from engine.errors import ParameterError
+from engine.sequence import check_prompt_ids
 from engine.server.async_engine import AsyncEngine, QueueFullError
 from engine.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, error_response
 from engine.server.responses import encode_embedding, new_id, response_body
@@ -33,21 +34,10 @@ RETRY_AFTER_S = 1
 
 def _params(req: SamplingFields, eng: AsyncEngine, prompt_len: int, max_tokens: int | None, logprobs: int | None):
     """The engine's sampling parameters; None when max_tokens is 0 (nothing to generate)."""
-    limit = eng.max_model_len
-    if prompt_len >= limit:
-        raise ApiError(
-            400,
-            f"prompt is {prompt_len} tokens; this model's context is {limit}",
-            "messages",
-            "context_length_exceeded",
-        )
-    budget = limit - prompt_len
+    budget = eng.max_model_len - prompt_len
     if max_tokens is not None and max_tokens < 0:
         raise ApiError(400, f"max_tokens must be >= 0, got {max_tokens}", "max_tokens")
-    try:
-        params = req.sampling_params(budget if max_tokens is None else min(max(max_tokens, 1), budget), logprobs)
-    except ParameterError as exc:
-        raise ApiError(400, str(exc), exc.param) from None
+    params = req.sampling_params(budget if max_tokens is None else min(max(max_tokens, 1), budget), logprobs)
     return None if max_tokens == 0 else params
 
 
@@ -58,8 +48,6 @@ async def _submit(server: Server, eng: AsyncEngine, ids: list[int], params: Any,
     except QueueFullError as exc:
         server.metrics.requests.labels(eng.name, "429").inc()
         raise ApiError(429, f"server busy: {exc}; retry later", code="queue_full") from None
-    except ParameterError as exc:
-        raise ApiError(400, str(exc), exc.param) from None
     server.metrics.prompt_tokens.labels(eng.name).inc(len(ids))
     server.metrics.requests.labels(eng.name, "200").inc()
     return until_disconnect(request, server.metrics.observe(eng.name, start, stream))
@@ -67,10 +55,7 @@ async def _submit(server: Server, eng: AsyncEngine, ids: list[int], params: Any,
 
 def _prompt_ids(eng: AsyncEngine, prompt: str | list[int]) -> list[int]:
     ids = eng.encode(prompt) if isinstance(prompt, str) else list(prompt)
-    if not ids:
-        raise ApiError(400, "prompt must not be empty", "prompt")
-    if any(not 0 <= t < eng.vocab_size for t in ids):
-        raise ApiError(400, f"prompt token ids must be in [0, {eng.vocab_size})", "prompt")
+    check_prompt_ids(ids, eng.vocab_size, eng.max_model_len)
     return ids
 
 
@@ -98,6 +83,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
         return error_response(exc.status, exc.message, exc.param, exc.code, headers)
+
+    @app.exception_handler(ParameterError)
+    async def bad_parameter(_: Request, exc: ParameterError) -> JSONResponse:
+        return error_response(400, str(exc), exc.param, exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -195,6 +184,7 @@ def build_app(config: ServerConfig) -> FastAPI:
             ids = eng.chat_prompt(messages)
         except Exception as exc:  # a template that rejects these messages (e.g. role order) is the client's error
             raise ApiError(400, f"messages do not fit the model's chat template: {exc}", "messages") from None
+        check_prompt_ids(ids, eng.vocab_size, eng.max_model_len, "messages")
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = _params(req, eng, len(ids), req.max_completion_tokens or req.max_tokens, top)
         run = PromptRun(None if params is None else await _submit(server, eng, ids, params, request), len(ids), 0)

@@ -29,11 +29,11 @@ criteria:
 """
 DVC_YAML = """stages:
   bench:
-    cmd: python -m pipelines.bench
+    cmd: python -m pipelines bench
     metrics: [metrics/bench.json: {cache: false}]
     meta: {owns: [bench, latency], basis: {bench.*_vs_batch1: derived}}
   quality:
-    cmd: python -m pipelines.quality
+    cmd: python -m pipelines quality
     metrics: [metrics/quality.json: {cache: false}]
     meta: {owns: [quality]}
 """

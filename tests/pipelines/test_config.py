@@ -79,5 +79,5 @@ def test_a_stage_refuses_an_unknown_profile_in_one_line(tmp_path, capsys: pytest
     params["profile"]["name"] = "bogus"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     ran = []
-    assert stage_cli(ran.append, "a stage", ["--params", str(tmp_path / "params.yaml")]) == 2
+    assert stage_cli("a-stage", ran.append, "a stage", ["--params", str(tmp_path / "params.yaml")]) == 2
     assert ran == [] and "unknown profile 'bogus'" in capsys.readouterr().err

@@ -65,7 +65,7 @@ def repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
     ):
         run(cmd, work, env)
-    run([sys.executable, "-m", "pipelines.config", *OVERRIDES], work, env)
+    run([sys.executable, "-m", "pipelines", "config", *OVERRIDES], work, env)
     proc = run(["dvc", "repro"], work, env)
     (work / "repro.log").write_text(proc.stdout + proc.stderr)
     return work

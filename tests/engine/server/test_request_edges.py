@@ -97,3 +97,9 @@ def test_streamed_chunks_carry_logprobs_when_asked(client) -> None:
                                           temperature=0, logprobs=True, top_logprobs=1, stream=True)  # fmt: skip
     contents = [c.choices[0].logprobs for c in chat if c.choices and c.choices[0].delta.content]
     assert contents and all(lp is not None and lp.content for lp in contents)
+
+
+@pytest.mark.parametrize(("prompt", "code"), [([], None), ([5] * 9000, "context_length_exceeded"), ([-3], None)])
+def test_prompt_rules_are_the_engines_own_with_param_and_code_as_data(client, prompt: list[int], code) -> None:
+    error = bad_request(lambda: client.completions.create(model=MODEL, prompt=prompt or "", max_tokens=0))
+    assert error.body["param"] == "prompt" and error.body["code"] == code
