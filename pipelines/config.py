@@ -144,6 +144,14 @@ class StressSettings:
 
 
 @dataclass
+class FaultSettings:
+    """How often each fault is injected, and the length of the streams a killed replica must fail loudly."""
+
+    trials: int
+    stream_tokens: int
+
+
+@dataclass
 class ServeSettings:
     """Load on the live server: requests, concurrency, sizes and the goodput SLOs."""
 
@@ -178,6 +186,7 @@ class ProfileConf:
     calibrate: CalibrateSettings
     stress: StressSettings
     serve: ServeSettings
+    faults: FaultSettings
     tests: TestsSettings
 
 

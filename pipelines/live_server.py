@@ -32,21 +32,50 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @contextmanager
-def running_server(p: TollgateConf) -> Iterator[str]:
-    """The pipeline's model (with its quant) served on 127.0.0.1; yields the base URL, always stops the server."""
+def running(module: str, args: list[str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python -m MODULE ARGS` on a free loopback port until the block ends; yields its URL and process."""
     port = free_port()
-    cmd = [sys.executable, "-m", "engine.server", "--model", p.model.path, "--port", str(port)]
-    cmd += ["--threads", str(p.profile.threads), "--log-level", "warning", "--quant", p.quant.name]
-    if p.quant.name in ("gptq", "awq"):
-        cmd += ["--calibration-text", p.data.calibration_text]
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen([sys.executable, "-m", module, *args, "--port", str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, STARTUP_TIMEOUT_S)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextmanager
+def running_server(p: TollgateConf, *extra: str) -> Iterator[str]:
+    """The pipeline's model (with its quant) served by `engine.server`; yields the base URL."""
+    args = ["--model", p.model.path, "--threads", str(p.profile.threads), "--log-level", "warning"]
+    args += ["--quant", p.quant.name, *extra]
+    if p.quant.name in ("gptq", "awq"):
+        args += ["--calibration-text", p.data.calibration_text]
+    with running("engine.server", args) as (url, _):
+        yield url
+
+
+@contextmanager
+def running_router(p: TollgateConf, replicas: int) -> Iterator[str]:
+    """The pipeline's model on `replicas` engine processes behind `engine.router`, all healthy; yields its URL."""
+    args = ["--model", p.model.path, "--replicas", str(replicas), "--threads", str(p.profile.threads)]
+    args += ["--log-level", "warning"]
+    with running("engine.router", args) as (url, proc):
+        wait_replicas(url, proc, STARTUP_TIMEOUT_S)
+        yield url
+
+
+def wait_replicas(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Until every replica the router lists is healthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"router exited with code {proc.returncode}")
+        if all(r["healthy"] for r in httpx.get(f"{url}/admin/replicas", timeout=5).json()):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"replicas behind {url} not all healthy after {timeout:.0f}s")

@@ -14,6 +14,7 @@ import uvicorn
 
 from engine.router.app import build_router
 from engine.router.replicas import ReplicaSet
+from engine.server.guards import add_arguments, warn_if_exposed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,11 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--threads", type=int, help="torch threads per replica")
     p.add_argument("--max-outstanding", type=int, default=64, help="requests in flight beyond which clients get 429")
+    p.add_argument("--log-level", default="info")
+    add_arguments(p)
     args = p.parse_args(argv)
     if args.replicas < 1:
         p.error("--replicas must be >= 1")
-    app = build_router(ReplicaSet(args.model, args.replicas, args.threads), args.max_outstanding)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    warn_if_exposed(args.host, args.api_key)
+    replicas = ReplicaSet(args.model, args.replicas, args.threads)
+    app = build_router(replicas, args.max_outstanding, args.api_key, int(args.max_body_mb * 2**20))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

@@ -17,16 +17,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from engine.router.replicas import Replica, ReplicaSet
+from engine.server.guards import DEFAULT_MAX_BODY_BYTES, Guards
 from engine.server.protocol import error_response
 
 
 async def _first_chunk(
-    client: httpx.AsyncClient, replica: Replica, path: str, body: bytes
+    client: httpx.AsyncClient, replica: Replica, path: str, body: bytes, auth: str | None
 ) -> tuple[httpx.Response, bytes, AsyncIterator[bytes]]:
-    """Send to a replica and read its first chunk, raising if the replica fails before producing it."""
-    req = client.build_request(
-        "POST", f"{replica.url}{path}", content=body, headers={"content-type": "application/json"}
-    )
+    """Send to a replica and read its first chunk, raising if the replica fails before producing it.
+
+    The client's Authorization goes along: replicas started with TOLLGATE_API_KEY in their environment ask for it.
+    """
+    headers = {"content-type": "application/json", **({"authorization": auth} if auth else {})}
+    req = client.build_request("POST", f"{replica.url}{path}", content=body, headers=headers)
     resp = await client.send(req, stream=True)
     if resp.status_code >= 500:
         await resp.aclose()
@@ -42,7 +45,13 @@ async def _first_chunk(
     return resp, first, chunks
 
 
-def build_router(replicas: ReplicaSet, max_outstanding: int = 64) -> FastAPI:
+def build_router(
+    replicas: ReplicaSet,
+    max_outstanding: int = 64,
+    api_key: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
+    """The router app; `api_key` guards /v1 and /admin (the replicas behind it listen on loopback only)."""
     client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), limits=httpx.Limits(max_connections=512))
 
     @asynccontextmanager
@@ -55,6 +64,7 @@ def build_router(replicas: ReplicaSet, max_outstanding: int = 64) -> FastAPI:
         replicas.stop()
 
     app = FastAPI(title="Tollgate router", lifespan=lifespan)
+    app.add_middleware(Guards, api_key=api_key, max_body_bytes=max_body_bytes)
 
     @app.get("/health")
     async def health() -> Response:
@@ -85,7 +95,9 @@ def build_router(replicas: ReplicaSet, max_outstanding: int = 64) -> FastAPI:
             tried.add(replica.id)
             replica.outstanding += 1
             try:
-                resp, first, chunks = await _first_chunk(client, replica, f"/v1/{endpoint}", body)
+                resp, first, chunks = await _first_chunk(
+                    client, replica, f"/v1/{endpoint}", body, request.headers.get("authorization")
+                )
             except (httpx.HTTPError, OSError):
                 replica.outstanding -= 1
                 continue  # nothing reached the client yet: try another replica

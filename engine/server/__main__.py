@@ -18,6 +18,7 @@ from engine.engine import EngineConfig
 from engine.quant import available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
 from engine.server.app import ServerConfig, build_app
+from engine.server.guards import add_arguments, warn_if_exposed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--calibration-text", default=DEFAULT_CALIBRATION, help="text GPTQ and AWQ calibrate on")
     p.add_argument("--log-level", default="info")
+    add_arguments(p)
     args = p.parse_args(argv)
     if args.quant not in available_strategies():
         p.error(f"--quant {args.quant}: unknown; available: {', '.join(available_strategies())}")
@@ -54,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         quant=args.quant,
         calibration_text=args.calibration_text,
     )
-    config = ServerConfig(args.model, engine, args.max_waiting, args.memory_budget_mb)
+    warn_if_exposed(args.host, args.api_key)
+    max_body = int(args.max_body_mb * 2**20)
+    config = ServerConfig(args.model, engine, args.max_waiting, args.memory_budget_mb, args.api_key, max_body)
     app = build_app(config)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -17,10 +17,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import ParameterError
 from engine.sequence import check_prompt_ids
 from engine.server.async_engine import AsyncEngine, QueueFullError
+from engine.server.guards import Guards
 from engine.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, error_response
 from engine.server.responses import encode_embedding, new_id, response_body
 from engine.server.state import ApiError, Server, ServerConfig
@@ -91,9 +93,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # its loc is a byte offset, not a field
+            return error_response(
+                400, f"body is not valid JSON: {first.get('ctx', {}).get('error', '')}", None, "invalid_json"
+            )
         loc = [str(p) for p in first.get("loc", []) if p != "body"]
         message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request body')}"
         return error_response(400, message, ".".join(loc) or None, "invalid_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), None, None, exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -136,6 +146,7 @@ def build_app(config: ServerConfig) -> FastAPI:
             await eng.stop()
 
     app = FastAPI(title="Tollgate OpenAI-compatible server", lifespan=lifespan)
+    app.add_middleware(Guards, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
     app.state.server = server
 
     _install_error_handlers(app)

@@ -109,6 +109,7 @@ class EmbeddingRequest(BaseModel):
 
 ERROR_TYPES = {
     400: "invalid_request_error",
+    401: "invalid_request_error",
     404: "not_found_error",
     413: "invalid_request_error",
     429: "rate_limit_error",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from engine.engine import EngineConfig
 from engine.server.async_engine import AsyncEngine
+from engine.server.guards import DEFAULT_MAX_BODY_BYTES
 from engine.server.metrics import ServerMetrics
 from engine.server.models import ModelPool, ModelUnavailableError
 
@@ -18,6 +19,8 @@ class ServerConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     max_waiting: int = 64
     memory_budget_mb: float | None = None  # None: load every model at start, never unload
+    api_key: str | None = None  # None: no key asked (bind to loopback then)
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
 
 class ApiError(Exception):

@@ -83,13 +83,17 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     assert statuses["correctness.served_matches_offline"] == "PASS"  # the API gives the offline engine's text
     assert statuses["quality.tests_passing"] == "PASS" and statuses["quality.unit_tests.coverage"] in {"PASS", "FAIL"}
     assert "Scenario" in (repro / "repro.log").read_text()
-    for name in ("bench", "quality", "calibrate", "serve", "stress", "code", "tests"):
+    for name in ("bench", "quality", "calibrate", "serve", "faults", "stress", "code", "tests"):
         prov = json.loads((repro / "metrics" / f"{name}.json").read_text())["_provenance"]
         assert doc["evidence"][f"metrics/{name}.json"]["sha256"] and prov["git_sha"] == doc["gate"]["git_sha"]
     quant = json.loads((repro / "metrics" / "calibrate.json").read_text())
     assert {"int8", "int4", "gptq", "awq", "bitnet"} <= quant["quant"].keys()
     assert quant["faults"]["quantization"]["handled"] == 1
-    assert statuses["reliability.errors.quantization"] == "NOT_IN_PROFILE"  # weekly and release gate it
+    assert statuses["reliability.errors.quantization"] == "PASS"
+    faults = json.loads((repro / "metrics" / "faults.json").read_text())["faults"]
+    for kind in ("invalid_input", "rate_limiting", "node_failure", "model_load"):
+        assert faults[kind]["n"] >= 3 and statuses[f"reliability.errors.{kind}"] in {"PASS", "FAIL"}, kind
+    assert statuses["reliability.errors.invalid_input"] == statuses["reliability.errors.rate_limiting"] == "PASS"
     assert (repro / "models" / "quant" / "tiny-random-gptq" / "quantization.json").is_file()
     assert "| gptq |" in (repro / "reports" / "quant_head_to_head.md").read_text()
     assert (repro / "reports" / "release_report.html").stat().st_size > 1000

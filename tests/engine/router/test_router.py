@@ -1,4 +1,5 @@
-"""Router over two live replicas: balancing, a replica killed mid-load, re-admission after restart."""
+"""Router over two live replicas: balancing; a replica killed with streams in flight (its streams fail loudly, new
+requests go to the other with the expected text); re-admission after restart."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import uvicorn
 
 from engine.router.app import build_router
 from engine.router.replicas import ReplicaSet, free_port
+from pipelines.fault_trials import long_stream
 
 pytestmark = pytest.mark.integration
 MODEL = "smollm2-135m-instruct"
@@ -36,8 +38,13 @@ def replicas_info(url: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def router(smollm2: Path) -> Iterator[str]:
-    replicas = ReplicaSet(str(smollm2), count=2, threads=1, interval_s=0.5)
+def router_replicas(smollm2: Path) -> ReplicaSet:
+    return ReplicaSet(str(smollm2), count=2, threads=1, interval_s=0.5)
+
+
+@pytest.fixture(scope="module")
+def router(router_replicas: ReplicaSet) -> Iterator[str]:
+    replicas = router_replicas
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_router(replicas, max_outstanding=64), port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -67,27 +74,51 @@ def test_admin_lists_replicas_and_requests_are_served(router: str) -> None:
     assert r.choices[0].message.content == "The capital of France is Paris."
 
 
-def test_killing_a_replica_mid_load_loses_nothing_silently(router: str) -> None:
-    async def one(aclient: openai.AsyncOpenAI, i: int) -> str:
-        try:
-            stream = await aclient.completions.create(
-                model=MODEL, prompt=f"Story {i}:", max_tokens=24, temperature=0, stream=True
-            )
-            text = "".join([c.choices[0].text async for c in stream if c.choices])
-            return "ok" if text else "empty"
-        except openai.APIError as exc:  # a clean, OpenAI-shaped error is acceptable; a hang or garbage is not
-            return f"error:{type(exc).__name__}"
+PROMPTS = [f"Fact {i}: the capital of" for i in range(6)]
 
-    async def run() -> list[str]:
+
+@pytest.fixture
+def health_loop_paused(router_replicas: ReplicaSet) -> Iterator[threading.Event]:
+    """While the event is set the router's health loop checks nothing, so a dead replica still looks healthy."""
+    hold, original = threading.Event(), router_replicas.check
+
+    async def paused(client: httpx.AsyncClient) -> None:
+        while hold.is_set():
+            await asyncio.sleep(0.05)
+        await original(client)
+
+    hold.set()
+    router_replicas.check = paused  # type: ignore[method-assign]
+    yield hold
+    hold.clear()
+    del router_replicas.check
+
+
+def test_a_killed_replica_fails_its_streams_loudly_and_new_requests_over(router: str, health_loop_paused) -> None:
+    client = openai.OpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0, timeout=120)
+    expected = [client.completions.create(model=MODEL, prompt=p, max_tokens=8, temperature=0).choices[0].text
+                for p in PROMPTS]  # fmt: skip
+
+    async def run() -> tuple[list[str], list[str], int]:
         async with openai.AsyncOpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0, timeout=120) as c:
-            tasks = [asyncio.create_task(one(c, i)) for i in range(12)]
-            await asyncio.sleep(1.5)
+            started = [asyncio.Event() for _ in range(4)]
+            streams = [asyncio.create_task(long_stream(c, MODEL, 120, e)) for e in started]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 120)
+            in_flight = replicas_info(router)[0]["outstanding"]
             os.kill(replicas_info(router)[0]["pid"], signal.SIGKILL)
-            return await asyncio.gather(*tasks)
+            await asyncio.sleep(0.5)  # the kill has landed; the paused health loop has not seen it
+            assert replicas_info(router)[0]["healthy"], "the health loop noticed: this test would prove nothing"
+            replies = await asyncio.gather(
+                *(c.completions.create(model=MODEL, prompt=p, max_tokens=8, temperature=0) for p in PROMPTS)
+            )
+            return [r.choices[0].text for r in replies], await asyncio.gather(*streams), in_flight
 
-    outcomes = asyncio.run(run())
-    assert len(outcomes) == 12 and "empty" not in outcomes
-    assert outcomes.count("ok") >= 6, outcomes
+    texts, streams, in_flight = asyncio.run(run())
+    assert in_flight >= 1 and texts == expected
+    assert sorted(streams) == ["complete"] * (4 - in_flight) + ["error"] * in_flight, streams
+    assert [r["outstanding"] for r in replicas_info(router)] == [0, 0]
+
+    health_loop_paused.clear()
 
     def readmitted() -> bool:
         r0 = replicas_info(router)[0]

@@ -1,0 +1,133 @@
+"""Each Part 4.2 error injected into real processes, one trial at a time; a trial says whether the documented
+behaviour happened (`handled`) and what it measured. pipelines/faults.py runs them and writes the evidence."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from engine.errors import CheckpointError
+from engine.loader import load_model
+
+PROMPTS = [f"Fact {i}: the capital of" for i in range(4)]
+INVALID_BODIES = [
+    b"{",  # not JSON
+    b"\x80\x81",  # not even UTF-8
+    b'{"model": "M", "prompt": "hi", "max_tokens": "many"}',  # wrong type
+    b'{"model": "M", "prompt": "hi", "temperature": -3}',  # out of range
+    b'{"model": "M", "prompt": [-1, 99999999]}',  # token ids outside the vocabulary
+    b'{"model": "M", "prompt": "hi", "n": 100000}',  # can never fit
+]
+
+
+def invalid_input(url: str, model: str) -> list[dict[str, Any]]:
+    """Malformed bodies: each a 400 in OpenAI's shape, the server healthy after each."""
+    trials = []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for body in INVALID_BODIES:
+            reply = http.post("/v1/completions", content=body.replace(b'"M"', f'"{model}"'.encode()))
+            shaped = reply.status_code == 400 and {"message", "type", "param", "code"} <= reply.json()["error"].keys()
+            healthy = http.get("/health").status_code == 200
+            trials.append({"handled": shaped and healthy, "status": reply.status_code})
+    return trials
+
+
+def model_load(scratch: Path, checkpoint: Path) -> list[dict[str, Any]]:
+    """A missing, a truncated and a garbled checkpoint: each a CheckpointError that names the file."""
+    cases = {"missing": scratch / "missing"}
+    for case, damage in {"truncated": lambda b: b[: len(b) // 3], "garbled": lambda b: b"\x00" * 64 + b[64:]}.items():
+        broken = scratch / case
+        broken.mkdir(parents=True, exist_ok=True)
+        for f in checkpoint.iterdir():
+            if f.is_file() and f.suffix != ".safetensors":
+                (broken / f.name).write_bytes(f.read_bytes())
+        weights = (checkpoint / "model.safetensors").read_bytes()
+        (broken / "model.safetensors").write_bytes(damage(weights))
+        cases[case] = broken
+    trials = []
+    for case, path in cases.items():
+        try:
+            load_model(path)
+            trials.append({"handled": False, "case": case, "message": "loaded"})
+        except Exception as exc:  # anything but a CheckpointError naming the file is the fault not handled
+            named = isinstance(exc, CheckpointError) and str(path) in str(exc)
+            trials.append({"handled": named, "case": case, "message": f"{type(exc).__name__}: {exc}"})
+    return trials
+
+
+def rate_limiting(url: str, model: str, burst: int) -> dict[str, Any]:
+    """A burst beyond the queue: the overflow gets 429 with Retry-After, everything admitted completes in full."""
+
+    async def one(client: httpx.AsyncClient) -> httpx.Response:
+        body = {"model": model, "prompt": "Count:", "max_tokens": 16, "ignore_eos": True, "temperature": 0}
+        return await client.post("/v1/completions", json=body)
+
+    async def burst_of() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            return await asyncio.gather(*(one(client) for _ in range(burst)))
+
+    replies = asyncio.run(burst_of())
+    limited = [r for r in replies if r.status_code == 429]
+    served = [r for r in replies if r.status_code == 200]
+    full = all(r.json()["usage"]["completion_tokens"] == 16 for r in served)
+    told = all(r.headers.get("retry-after") and r.json()["error"]["type"] == "rate_limit_error" for r in limited)
+    handled = bool(limited) and len(limited) + len(served) == burst and full and told
+    return {"handled": handled, "limited": len(limited), "served": len(served)}
+
+
+async def long_stream(client: openai.AsyncOpenAI, model: str, tokens: int, started: asyncio.Event) -> str:
+    """ "complete", "error" (the stream ended with an error event) or "truncated" (ended early, silently)."""
+    stream = await client.completions.create(model=model, prompt="Story:", max_tokens=tokens, temperature=0,
+                                             stream=True, extra_body={"ignore_eos": True})  # fmt: skip
+    chunks = 0
+    try:
+        async for chunk in stream:
+            chunks += bool(chunk.choices and chunk.choices[0].text)
+            started.set()
+    except openai.APIError:
+        return "error"
+    return "complete" if chunks >= tokens * 0.8 else "truncated"  # the detokenizer merges a few pieces
+
+
+async def _node_failure(url: str, model: str, tokens: int, expected: list[str]) -> dict[str, Any]:
+    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=300) as client:
+        started = [asyncio.Event() for _ in range(2)]
+        streams = [asyncio.create_task(long_stream(client, model, tokens, e)) for e in started]
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 300)
+        async with httpx.AsyncClient(base_url=url) as http:
+            victim = (await http.get("/admin/replicas")).json()[0]
+        killed = time.monotonic()
+        os.kill(victim["pid"], signal.SIGKILL)
+        replies = await asyncio.gather(
+            *(client.completions.create(model=model, prompt=p, max_tokens=8, temperature=0) for p in PROMPTS)
+        )
+        failover_s = time.monotonic() - killed
+        ends = await asyncio.gather(*streams)
+    texts_ok = [r.choices[0].text for r in replies] == expected
+    loud = victim["outstanding"] >= 1 and ends.count("error") == victim["outstanding"] and "truncated" not in ends
+    return {"handled": texts_ok and loud, "failover_s": failover_s, "in_flight": victim["outstanding"], "ends": ends}
+
+
+def node_failure(url: str, model: str, stream_tokens: int, readmit_timeout: float = 300) -> dict[str, Any]:
+    """SIGKILL a replica with a stream in flight: its streams end with an error event, requests sent right after
+    get the expected greedy text from the other replica (failover_s: kill to the last of them answered), and the
+    router restarts and re-admits the replica (readmit_s)."""
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=300) as client:
+        expected = [client.completions.create(model=model, prompt=p, max_tokens=8, temperature=0).choices[0].text
+                    for p in PROMPTS]  # fmt: skip
+    before = httpx.get(f"{url}/admin/replicas").json()[0]["restarts"]
+    trial = asyncio.run(_node_failure(url, model, stream_tokens, expected))
+    start = time.monotonic()
+    while time.monotonic() - start < readmit_timeout:
+        replica = httpx.get(f"{url}/admin/replicas").json()[0]
+        if replica["restarts"] > before and replica["healthy"]:
+            return {**trial, "readmit_s": time.monotonic() - start}
+        time.sleep(0.2)
+    return {**trial, "handled": False, "readmit_s": None}

@@ -1,0 +1,75 @@
+"""Stage `faults`: the criteria's Part 4.2 errors injected into real processes (`python -m pipelines faults`).
+
+Per error type: `handled` (1 only when every trial showed the documented behaviour), `n` trials and what they
+measured; `faults.recovery_s` is the P95 over trials of node-failure failover (kill to the last request sent
+right after it answered by the other replica), `faults.handled_pct` the share of all trials handled.
+Writes metrics/faults.json (namespace `faults`). Out of memory and network faults are not injected yet (issue 11).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+
+from engine.bench import percentiles
+from pipelines import fault_trials
+from pipelines.common import now_utc, write_metrics
+from pipelines.config import TollgateConf, load_params
+from pipelines.live_server import running_router, running_server
+
+BURST = 8  # concurrent requests against a server that admits 1 running and 1 waiting
+
+
+@task(retries=1, retry_delay_seconds=5)
+def served_faults(p: TollgateConf) -> dict[str, list[dict[str, Any]]]:
+    """Invalid input on the pipeline's server; rate limiting on one that queues a single request."""
+    model = Path(p.model.path).name
+    with running_server(p) as url:
+        invalid = fault_trials.invalid_input(url, model)  # each malformed body once: n = len(INVALID_BODIES)
+    with running_server(p, "--max-num-seqs", "1", "--max-waiting", "1") as url:
+        limited = [fault_trials.rate_limiting(url, model, BURST) for _ in range(p.profile.faults.trials)]
+    return {"invalid_input": invalid, "rate_limiting": limited}
+
+
+@task
+def node_failures(p: TollgateConf) -> list[dict[str, Any]]:
+    """A replica SIGKILLed with streams in flight, `trials` times, behind one router."""
+    model, f = Path(p.model.path).name, p.profile.faults
+    with running_router(p, replicas=2) as url:
+        trials = []
+        for i in range(f.trials):
+            trials.append(fault_trials.node_failure(url, model, f.stream_tokens))
+            get_run_logger().info("node failure %d/%d: %s", i + 1, f.trials, trials[-1])
+        return trials
+
+
+def summarize(trials: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per type: handled only if every trial was; failover percentiles; the share of all trials handled."""
+    out: dict[str, Any] = {
+        kind: {"handled": int(all(t["handled"] for t in ts)), "n": len(ts), "trials": ts} for kind, ts in trials.items()
+    }
+    failover = [t["failover_s"] for t in trials["node_failure"]]
+    readmit = [t["readmit_s"] for t in trials["node_failure"] if t["readmit_s"] is not None]
+    out["node_failure"].update(failover_s=percentiles(failover), readmit_s=percentiles(readmit) if readmit else None)
+    every = [t["handled"] for ts in trials.values() for t in ts]
+    out["recovery_s"] = percentiles(failover)["p95"]
+    out["handled_pct"] = 100.0 * sum(every) / len(every)
+    out["n"] = len(failover)
+    return out
+
+
+@flow(name="faults")
+def faults_flow(params_path: str = "params.yaml") -> dict[str, Any]:
+    """Inject every fault the stage knows, `trials` times each; write the evidence."""
+    started = now_utc()
+    p = load_params(Path(params_path))
+    trials = served_faults(p)
+    trials["node_failure"] = node_failures(p)
+    with tempfile.TemporaryDirectory() as scratch:
+        trials["model_load"] = fault_trials.model_load(Path(scratch), Path(p.model.path))
+    metrics = {"faults": summarize(trials)}
+    write_metrics("faults", metrics, params_path, started)
+    return metrics

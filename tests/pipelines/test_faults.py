@@ -1,0 +1,55 @@
+"""The fault trials against real servers and checkpoints, and the rule that one unhandled trial fails the type."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from engine.engine import EngineConfig
+from engine.server.app import ServerConfig
+from pipelines import fault_trials
+from pipelines.faults import summarize
+from tests.conftest import LiveServer, start_server
+
+
+def node_trial(handled: bool, failover_s: float) -> dict:
+    return {"handled": handled, "failover_s": failover_s, "readmit_s": 3.0}
+
+
+def test_one_unhandled_trial_fails_its_type_and_counts_in_the_share() -> None:
+    trials = {
+        "invalid_input": [{"handled": True}] * 3,
+        "node_failure": [node_trial(True, 0.4), node_trial(False, 0.5), node_trial(True, 0.6)],
+    }
+    out = summarize(trials)
+    assert out["invalid_input"] == {"handled": 1, "n": 3, "trials": trials["invalid_input"]}
+    assert out["node_failure"]["handled"] == 0 and out["handled_pct"] == pytest.approx(500 / 6)
+    assert out["recovery_s"] == 0.6 and out["n"] == 3  # P95 of three is the largest: no flattering average
+
+
+def test_broken_checkpoints_are_handled_and_a_good_one_is_not_counted_as_handled(tmp_path: Path, tiny_llama) -> None:
+    trials = fault_trials.model_load(tmp_path, tiny_llama)
+    assert [t["case"] for t in trials] == ["missing", "truncated", "garbled"]
+    assert all(t["handled"] for t in trials), trials
+    (tmp_path / "missing").symlink_to(tiny_llama, target_is_directory=True)  # "missing" now loads fine
+    assert not fault_trials.model_load(tmp_path, tiny_llama)[0]["handled"]
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(tiny_llama: Path) -> Iterator[LiveServer]:
+    server = start_server(ServerConfig([str(tiny_llama)], EngineConfig(num_blocks=64, max_num_seqs=1), max_waiting=1))
+    yield server
+    server.stop()
+
+
+def test_invalid_bodies_are_400s_in_openai_shape(one_at_a_time: LiveServer) -> None:
+    trials = fault_trials.invalid_input(one_at_a_time.url, one_at_a_time.app.state.server.pool.names[0])
+    assert len(trials) >= 3 and all(t["handled"] for t in trials), trials
+
+
+def test_a_burst_beyond_the_queue_is_shed_with_429_and_the_rest_served_in_full(one_at_a_time: LiveServer) -> None:
+    model = one_at_a_time.app.state.server.pool.names[0]
+    trial = fault_trials.rate_limiting(one_at_a_time.url, model, burst=8)
+    assert trial["handled"] and trial["limited"] >= 1 and trial["served"] >= 1, trial
