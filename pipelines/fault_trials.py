@@ -14,6 +14,7 @@ import httpx
 import openai
 
 from engine.errors import CheckpointError
+from engine.faults import OOM_SEED
 from engine.loader import load_model
 
 PROMPTS = [f"Fact {i}: the capital of" for i in range(4)]
@@ -80,6 +81,32 @@ def rate_limiting(url: str, model: str, burst: int) -> dict[str, Any]:
     told = all(r.headers.get("retry-after") and r.json()["error"]["type"] == "rate_limit_error" for r in limited)
     handled = bool(limited) and len(limited) + len(served) == burst and full and told
     return {"handled": handled, "limited": len(limited), "served": len(served)}
+
+
+def kv_usage(url: str) -> float:
+    """The server's KV-cache usage as its /metrics reports it (one model)."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith("tollgate_kv_cache_usage_ratio{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise ValueError(f"{url}/metrics has no tollgate_kv_cache_usage_ratio")
+
+
+def out_of_memory(url: str, model: str) -> dict[str, Any]:
+    """On a server started with TOLLGATE_FAULT=out_of_memory: a stream whose step runs out of memory ends with an
+    error event after the tokens it had, its KV blocks are freed, and the next request is served in full."""
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=120)
+    stream = client.completions.create(model=model, prompt="Count:", max_tokens=16, seed=OOM_SEED, stream=True)
+    chunks, ended = 0, "complete"
+    try:
+        for chunk in stream:
+            chunks += bool(chunk.choices and chunk.choices[0].text)
+    except openai.APIError as exc:
+        ended = f"error: {exc}"
+    freed = kv_usage(url) == 0.0
+    after = client.completions.create(model=model, prompt="Count:", max_tokens=16, extra_body={"ignore_eos": True})
+    served = after.usage.completion_tokens == 16
+    handled = ended.startswith("error") and "out of memory" in ended and freed and served
+    return {"handled": handled, "tokens_before_error": chunks, "ended": ended, "kv_freed": freed, "next_served": served}
 
 
 async def long_stream(client: openai.AsyncOpenAI, model: str, tokens: int, started: asyncio.Event) -> str:

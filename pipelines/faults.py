@@ -3,7 +3,7 @@
 Per error type: `handled` (1 only when every trial showed the documented behaviour), `n` trials and what they
 measured; `faults.recovery_s` is the P95 over trials of node-failure failover (kill to the last request sent
 right after it answered by the other replica), `faults.handled_pct` the share of all trials handled.
-Writes metrics/faults.json (namespace `faults`). Out of memory and network faults are not injected yet (issue 11).
+Writes metrics/faults.json (namespace `faults`). Network faults are not injected yet (issue 11).
 """
 
 from __future__ import annotations
@@ -25,20 +25,23 @@ BURST = 8  # concurrent requests against a server that admits 1 running and 1 wa
 
 @task(retries=1, retry_delay_seconds=5)
 def served_faults(p: TollgateConf) -> dict[str, list[dict[str, Any]]]:
-    """Invalid input on the pipeline's server; rate limiting on one that queues a single request."""
+    """Invalid input on the pipeline's server; rate limiting on one that queues a single request; out of memory
+    mid-stream on one with the engine's injected fault."""
     model = Path(p.model.path).name
     with running_server(p) as url:
         invalid = fault_trials.invalid_input(url, model)  # each malformed body once: n = len(INVALID_BODIES)
     with running_server(p, "--max-num-seqs", "1", "--max-waiting", "1") as url:
         limited = [fault_trials.rate_limiting(url, model, BURST) for _ in range(p.profile.faults.trials)]
-    return {"invalid_input": invalid, "rate_limiting": limited}
+    with running_server(p, env={"TOLLGATE_FAULT": "out_of_memory"}) as url:
+        oom = [fault_trials.out_of_memory(url, model) for _ in range(p.profile.faults.trials)]
+    return {"invalid_input": invalid, "rate_limiting": limited, "out_of_memory": oom}
 
 
 @task
 def node_failures(p: TollgateConf) -> list[dict[str, Any]]:
     """A replica SIGKILLed with streams in flight, `trials` times, behind one router."""
     model, f = Path(p.model.path).name, p.profile.faults
-    with running_router(p, replicas=2) as url:
+    with running_router(p, replicas=2) as (url, _):
         trials = []
         for i in range(f.trials):
             trials.append(fault_trials.node_failure(url, model, f.stream_tokens))

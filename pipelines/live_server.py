@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -32,10 +33,12 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @contextmanager
-def running(module: str, args: list[str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`python -m MODULE ARGS` on a free loopback port until the block ends; yields its URL and process."""
+def running(module: str, args: list[str], env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`python -m MODULE ARGS` on a free loopback port until the block ends (`env` added to this process's)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", module, *args, "--port", str(port)])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args, "--port", str(port)], env={**os.environ, **(env or {})}
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, STARTUP_TIMEOUT_S)
@@ -49,24 +52,25 @@ def running(module: str, args: list[str]) -> Iterator[tuple[str, subprocess.Pope
 
 
 @contextmanager
-def running_server(p: TollgateConf, *extra: str) -> Iterator[str]:
+def running_server(p: TollgateConf, *extra: str, env: dict[str, str] | None = None) -> Iterator[str]:
     """The pipeline's model (with its quant) served by `engine.server`; yields the base URL."""
     args = ["--model", p.model.path, "--threads", str(p.profile.threads), "--log-level", "warning"]
     args += ["--quant", p.quant.name, *extra]
     if p.quant.name in ("gptq", "awq"):
         args += ["--calibration-text", p.data.calibration_text]
-    with running("engine.server", args) as (url, _):
+    with running("engine.server", args, env) as (url, _):
         yield url
 
 
 @contextmanager
-def running_router(p: TollgateConf, replicas: int) -> Iterator[str]:
-    """The pipeline's model on `replicas` engine processes behind `engine.router`, all healthy; yields its URL."""
+def running_router(p: TollgateConf, replicas: int) -> Iterator[tuple[str, int]]:
+    """The pipeline's model on `replicas` engine processes behind `engine.router`, all healthy; yields its URL and
+    the router's pid."""
     args = ["--model", p.model.path, "--replicas", str(replicas), "--threads", str(p.profile.threads)]
     args += ["--log-level", "warning"]
     with running("engine.router", args) as (url, proc):
         wait_replicas(url, proc, STARTUP_TIMEOUT_S)
-        yield url
+        yield url, proc.pid
 
 
 def wait_replicas(url: str, proc: subprocess.Popen, timeout: float) -> None:

@@ -1,33 +1,32 @@
-"""Stage `stress`: a soak of the profile's duration under a steady mix of requests (`python -m pipelines stress`).
+"""Stage `stress`: a soak of the served stack over HTTP for the profile's duration (`python -m pipelines stress`).
 
-Requests of random length and sampling settings (a few deliberately invalid) keep the engine busy; every
-exception escaping the engine loop counts as a failure, and resident memory is sampled to detect leaks.
-Writes metrics/stress.json (namespace `stress`; `stress.mtbf` carries the run length and the failure count).
+The router and two replicas serve a realistic mix of requests (pipelines/soak.py); every interval goes to the
+journal reports/soak_journal.jsonl, which DVC keeps between runs (`persist`). A segment that crashes, is killed
+or times out is rerun (Prefect retries the segment; `dvc repro` again does too) and continues the journal until
+the profile's hours are reached, so a 72-hour soak runs in segments. Writes metrics/stress.json (namespace
+`stress`; `stress.mtbf` carries the hours and the failure count).
 """
 
 from __future__ import annotations
 
-import random
+import asyncio
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from scipy import stats
 
-from engine import LLM, SamplingParams
-from engine.bench import proc_status_mb
-from engine.errors import ParameterError
-from pipelines.common import now_utc, write_metrics
-from pipelines.config import load_params
+from gates.provenance import git_head, sha256_json
+from pipelines.common import REPORTS, now_utc, write_metrics
+from pipelines.config import TollgateConf, load_params
+from pipelines.live_server import running_router
+from pipelines.soak import Journal, Soak, kv_in_use
 
+JOURNAL = REPORTS / "soak_journal.jsonl"
 WARMUP_FRACTION = 0.25  # RSS samples before this share of the run are allocator warm-up, not a trend
 CONFIDENCE = 0.95
-
-
-def rss_mb() -> float:
-    """Resident memory of this process now."""
-    return proc_status_mb("VmRSS")
 
 
 def rss_trend(samples: list[tuple[float, float]]) -> dict[str, float | int]:
@@ -35,103 +34,89 @@ def rss_trend(samples: list[tuple[float, float]]) -> dict[str, float | int]:
     steady = samples[int(len(samples) * WARMUP_FRACTION) :]
     if len(steady) < 3 or steady[-1][0] == steady[0][0]:
         return {"n": len(steady)}
+    if len({mb for _, mb in steady}) == 1:  # not one page more or less: a slope of exactly 0 (linregress gives nan)
+        return {"mb_per_hour": 0.0, "ci_low_mb_per_hour": 0.0, "ci_high_mb_per_hour": 0.0, "n": len(steady)}
     fit = stats.linregress([t / 3600 for t, _ in steady], [mb for _, mb in steady])
-    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(steady) - 2)) * fit.stderr
+    half = float(stats.t.ppf((1 + CONFIDENCE) / 2, len(steady) - 2)) * float(fit.stderr)
+    slope = float(fit.slope)
     return {
-        "mb_per_hour": fit.slope,
-        "ci_low_mb_per_hour": fit.slope - half,
-        "ci_high_mb_per_hour": fit.slope + half,
+        "mb_per_hour": slope,
+        "ci_low_mb_per_hour": slope - half,
+        "ci_high_mb_per_hour": slope + half,
         "n": len(steady),
     }
 
 
-def random_request(rng: random.Random, vocab: int, max_prompt: int, max_new: int) -> tuple[list[int], dict[str, Any]]:
-    """A random prompt and sampling settings; about 5% are invalid on purpose."""
-    prompt = [rng.randrange(100, vocab - 100) for _ in range(rng.randint(1, max_prompt))]
-    params = {
-        "temperature": rng.choice([0.0, 0.7, 1.0]),
-        "top_p": rng.choice([1.0, 0.9]),
-        "top_k": rng.choice([0, 40]),
-        "max_tokens": rng.randint(1, max_new),
-        "seed": rng.randint(0, 1000),
-        "frequency_penalty": rng.choice([0.0, 0.5]),
-    }
-    if rng.random() < 0.05:
-        params["temperature"] = -1.0  # invalid input: must be rejected with ValueError, not crash
-    return prompt, params
+def journal_for(p: TollgateConf) -> Journal:
+    """The journal of this commit, model and stress settings: a rerun continues it, anything else starts anew."""
+    s = p.profile.stress
+    settings = [p.model.name, p.quant.name, s.duration_s, s.max_prompt_len, s.max_new_tokens]
+    return Journal(JOURNAL, {"git_sha": git_head(), "settings": sha256_json(settings)})
 
 
-def top_up(engine: Any, rng: random.Random, stats: dict[str, int], max_prompt: int, max_new: int) -> None:
-    """Keep 8 requests in flight; invalid ones must be rejected with a ParameterError, not crash anything."""
-    vocab = engine.model.config.vocab_size
-    while len(engine.scheduler.waiting) + len(engine.scheduler.running) < 8:
-        prompt, raw = random_request(rng, vocab, max_prompt, max_new)
-        stats["requests"] += 1
-        try:
-            engine.add_request(prompt, SamplingParams(**raw))
-        except ParameterError:
-            stats["rejected"] += 1
+@task(retries=2, retry_delay_seconds=10)
+def segment(p: TollgateConf) -> float:
+    """Soak until the journal holds the profile's duration; returns the KV share still in use once idle."""
+    s, journal = p.profile.stress, journal_for(p)
+    remaining = s.duration_s - sum(r["seconds"] for r in journal.records())
+    interval = max(1.0, s.duration_s / 400)
+    with running_router(p, replicas=2) as (url, router_pid):
+        if remaining > 0:
+            get_run_logger().info("soaking %.0f s more (interval %.0f s)", remaining, interval)
+            soak = Soak(url, Path(p.model.path).name, router_pid, s.max_prompt_len, s.max_new_tokens)
+            asyncio.run(soak.run(journal, remaining, interval))
+        time.sleep(1.0)  # requests the clients walked away from are reaped on the replicas' next step
+        return kv_in_use(url)
 
 
-def step_once(engine: Any, stats: dict[str, int]) -> None:
-    """One engine step; a crash is counted and logged, and the engine restarts from a clean state."""
-    try:
-        deltas = engine.step()
-    except Exception as exc:
-        stats["failures"] += 1
-        get_run_logger().error("engine step failed: %r", exc)
-        for request_id in list(engine.requests):
-            engine.abort_request(request_id)
-            engine.pop_output(request_id)
-        return
-    stats["tokens"] += len(deltas)
-    for d in deltas:
-        if d.finish_reason and all(o.finish_reason for o in engine.get_output(d.request_id).outputs):
-            engine.pop_output(d.request_id)
-            stats["completed"] += 1
-
-
-def soak_summary(stats: dict[str, int], hours: float, samples: list[tuple[float, float]]) -> dict[str, Any]:
-    """A leak counts only when the slope's whole 95% interval is above zero: noise alone is no leak."""
-    trend = rss_trend(samples)
-    out = {
-        **stats,
+def summarize(records: list[dict[str, Any]], kv_at_end: float) -> dict[str, Any]:
+    """Totals over every interval of every segment; a leak counts only when its whole 95% interval is above 0."""
+    counts, failures, t = Counter(), Counter(), 0.0
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        counts.update(r["counts"])
+        failures.update(r["failures"])
+        t += r["seconds"]
+        for name, mb in r["rss_mb"].items():
+            series.setdefault(name, []).append((t, mb))
+    hours = t / 3600
+    trends = {name: rss_trend(samples) for name, samples in series.items()}
+    worst = max(trends.values(), key=lambda tr: tr.get("ci_low_mb_per_hour", float("-inf")), default={"n": 0})
+    greedy = counts.pop("greedy", 0)
+    mismatches = counts.pop("greedy_mismatch", 0)
+    completed = sum(counts.values()) + greedy
+    out: dict[str, Any] = {
         "hours": hours,
-        "stable_hours": hours if stats["failures"] == 0 else 0.0,
-        "mtbf": {"hours_run": hours, "failures": stats["failures"]},
-        "crashes_per_1m_requests": stats["failures"] / max(stats["requests"], 1) * 1e6,
-        "rss_growth": trend,
+        "requests": completed + sum(failures.values()),
+        "completed": completed,
+        "failures": sum(failures.values()),
+        "failures_by_cause": dict(failures),
+        "tokens": sum(r["tokens"] for r in records),
+        "stable_hours": hours if not failures else 0.0,
+        "mtbf": {"hours_run": hours, "failures": sum(failures.values())},
+        "crashes_per_1m_requests": sum(failures.values()) / max(completed + sum(failures.values()), 1) * 1e6,
+        "rss_growth": worst,
+        "rss_growth_by_process": trends,
+        "kv_in_use_at_end_ratio": kv_at_end,
+        "greedy": {"checked": greedy, "mismatches": mismatches},
+        "intervals": len(records),
     }
-    if samples:
-        out.update(rss_start_mb=samples[0][1], rss_end_mb=samples[-1][1])
-    if "ci_low_mb_per_hour" in trend:
-        out["leaks_detected"] = int(trend["ci_low_mb_per_hour"] > 0)
+    if "ci_low_mb_per_hour" in worst:
+        out["leaks_detected"] = int(worst["ci_low_mb_per_hour"] > 0)
+    p95 = [r["p95_s"] for r in records if r["p95_s"] is not None]
+    if len(p95) >= 8:
+        quarter = len(p95) // 4
+        first, last = sorted(p95[:quarter])[quarter // 2], sorted(p95[-quarter:])[quarter // 2]
+        out["latency_drift_pct"] = (last - first) / first * 100
     return out
-
-
-@task
-def soak(model_path: Path, duration_s: float, max_prompt: int, max_new: int) -> dict[str, Any]:
-    """Drive the engine with a steady mix of requests for `duration_s`; count failures, sample memory."""
-    engine, rng = LLM(model_path).engine, random.Random(0)
-    stats = {"requests": 0, "completed": 0, "rejected": 0, "failures": 0, "tokens": 0}
-    samples: list[tuple[float, float]] = []
-    start, last_sample = time.perf_counter(), -1.0
-    while (now := time.perf_counter() - start) < duration_s:
-        top_up(engine, rng, stats, max_prompt, max_new)
-        step_once(engine, stats)
-        if now - last_sample >= max(0.5, duration_s / 2000):
-            samples.append((now, rss_mb()))
-            last_sample = now
-    return soak_summary(stats, (time.perf_counter() - start) / 3600, samples)
 
 
 @flow(name="stress")
 def stress_flow(params_path: str = "params.yaml") -> dict[str, Any]:
-    """Soak the engine for the profile's duration and record failures and memory growth."""
+    """Soak the served stack for the profile's duration (continuing its journal) and record what it saw."""
     started = now_utc()
     p = load_params(Path(params_path))
-    s = p.profile.stress
-    result = soak(Path(p.model.path), s.duration_s, s.max_prompt_len, s.max_new_tokens)
-    metrics = {"stress": result}
+    kv_at_end = segment(p)
+    metrics = {"stress": summarize(journal_for(p).records(), kv_at_end)}
     write_metrics("stress", metrics, params_path, started)
     return metrics

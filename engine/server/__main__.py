@@ -9,6 +9,8 @@ Each model is served under its directory name. /health answers 503 until the mod
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 import sys
 
 import torch
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="info")
     add_arguments(p)
     args = p.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack to stderr
     if args.quant not in available_strategies():
         p.error(f"--quant {args.quant}: unknown; available: {', '.join(available_strategies())}")
     if args.threads:

@@ -85,6 +85,15 @@ def event_stream(
         return sse({**head, "choices": [choice]})
 
     async def events() -> AsyncIterator[str]:
+        try:
+            async for event in body():
+                yield event
+        except Exception as exc:  # the engine failed mid-stream: say so in-band, never end silently
+            log.error("stream ended by an engine failure: %s", exc)
+            error = {"message": str(exc), "type": "server_error", "param": None, "code": "engine_failure"}
+            yield sse({"error": error})
+
+    async def body() -> AsyncIterator[str]:
         generated = 0
         for run in runs:
             for i in range(n):

@@ -49,6 +49,20 @@ def test_invalid_bodies_are_400s_in_openai_shape(one_at_a_time: LiveServer) -> N
     assert len(trials) >= 3 and all(t["handled"] for t in trials), trials
 
 
+@pytest.fixture(scope="module")
+def runs_out_of_memory(tiny_llama: Path) -> Iterator[LiveServer]:
+    server = start_server(ServerConfig([str(tiny_llama)], EngineConfig(num_blocks=64, fault="out_of_memory")))
+    yield server
+    server.stop()
+
+
+def test_out_of_memory_mid_stream_is_an_error_event_then_the_server_serves_on(runs_out_of_memory) -> None:
+    model = runs_out_of_memory.app.state.server.pool.names[0]
+    for _ in range(2):
+        trial = fault_trials.out_of_memory(runs_out_of_memory.url, model)
+        assert trial["handled"] and trial["tokens_before_error"] >= 1, trial
+
+
 def test_a_burst_beyond_the_queue_is_shed_with_429_and_the_rest_served_in_full(one_at_a_time: LiveServer) -> None:
     model = one_at_a_time.app.state.server.pool.names[0]
     trial = fault_trials.rate_limiting(one_at_a_time.url, model, burst=8)
