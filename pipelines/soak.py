@@ -164,8 +164,8 @@ class Soak:
 
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
-    async def sampler(self, journal: Journal, interval_s: float, deadline: float) -> None:
-        last = time.monotonic()
+    async def sampler(self, journal: Journal, interval_s: float, start: float, deadline: float) -> None:
+        last = start
         while (now := time.monotonic()) < deadline + interval_s:
             await asyncio.sleep(max(0.0, min(interval_s - (now - last), deadline - now + 0.01)))
             now = time.monotonic()
@@ -184,8 +184,9 @@ class Soak:
             os.kill(r["pid"], signal.SIGUSR1)
 
     async def run(self, journal: Journal, seconds: float, interval_s: float) -> None:
-        deadline = time.monotonic() + seconds
-        await asyncio.gather(self.clients(deadline), self.sampler(journal, interval_s, deadline))
+        start = time.monotonic()
+        deadline = start + seconds
+        await asyncio.gather(self.clients(deadline), self.sampler(journal, interval_s, start, deadline))
 
 
 def kv_in_use(url: str) -> float:

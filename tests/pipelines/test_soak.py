@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from pipelines.config import compose
 from pipelines.soak import Journal
 from pipelines.stress import summarize
 from tests.conftest import ROOT
@@ -59,6 +61,7 @@ def test_latency_drift_compares_the_first_and_last_quarter() -> None:
 
 SEGMENT = """
 import sys, time
+from pipelines.config import compose
 from pipelines.soak import Journal
 journal = Journal(__import__("pathlib").Path(sys.argv[1]), {"git_sha": "abc", "settings": "s1"})
 while True:
@@ -78,3 +81,31 @@ def test_a_killed_segment_loses_no_written_interval(tmp_path: Path) -> None:
     records = Journal(path, KEY).records()
     assert written >= 10 and len(records) == written
     assert all(json.loads(json.dumps(r)) == r for r in records)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_killed_stress_stage_resumes_its_journal_and_the_hours_add_up(tmp_path: Path, smollm2: Path) -> None:
+    params = compose(["profile.stress.duration_s=30", "profile.stress.max_new_tokens=8"])
+    params["model"]["path"] = str(smollm2)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for shared in ("dvc.yaml", "conf"):  # what the stage's provenance reads
+        (tmp_path / shared).symlink_to(ROOT / shared)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "pipelines", "stress"]
+    first = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True)
+    journal = tmp_path / "reports" / "soak_journal.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not journal.is_file() or len(journal.read_text().splitlines()) < 10):
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)  # the stage, its router and replicas: a crash takes the whole group
+    first.wait()
+    before = [line for line in journal.read_text().splitlines() if line.endswith("}")]
+    assert len(before) >= 10 and not (tmp_path / "metrics" / "stress.json").exists()
+    assert subprocess.run(command, cwd=tmp_path, env=env, timeout=600).returncode == 0
+    after = journal.read_text().splitlines()
+    assert after[: len(before)] == before  # nothing written before the kill was lost or rewritten
+    stress = json.loads((tmp_path / "metrics" / "stress.json").read_text())["stress"]
+    seconds = sum(json.loads(line)["seconds"] for line in after[1:])
+    assert stress["hours"] * 3600 == pytest.approx(seconds) and seconds >= 30
+    assert stress["intervals"] == len(after) - 1 and stress["failures"] == 0
