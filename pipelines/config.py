@@ -149,6 +149,7 @@ class FaultSettings:
 
     trials: int
     stream_tokens: int
+    overload_s: float  # how long each half of an overload trial (unloaded, then twice the capacity) runs
 
 
 @dataclass

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,46 @@ def rate_limiting(url: str, model: str, burst: int) -> dict[str, Any]:
     told = all(r.headers.get("retry-after") and r.json()["error"]["type"] == "rate_limit_error" for r in limited)
     handled = bool(limited) and len(limited) + len(served) == burst and full and told
     return {"handled": handled, "limited": len(limited), "served": len(served)}
+
+
+async def _goodput(url: str, model: str, clients: int, seconds: float) -> dict[str, Any]:
+    """`clients` closed-loop clients for `seconds`: tokens/s of answered requests, and what the rest got.
+
+    A client told 429 waits its Retry-After before trying again, as a well-behaved one does."""
+    outcome: Counter[str] = Counter()
+    tokens = 0
+    deadline = time.monotonic() + seconds
+    body = {"model": model, "prompt": "Count:", "max_tokens": 16, "ignore_eos": True, "temperature": 0}
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        while time.monotonic() < deadline:
+            try:
+                reply = await http.post("/v1/completions", json=body)
+            except httpx.TimeoutException:
+                outcome["timeout"] += 1
+                continue
+            outcome[str(reply.status_code)] += 1
+            if reply.status_code == 200:
+                tokens += reply.json()["usage"]["completion_tokens"]
+            elif reply.status_code == 429:
+                await asyncio.sleep(float(reply.headers.get("retry-after", 1)))
+
+    start = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    return {"tok_s": tokens / (time.monotonic() - start), "outcomes": dict(outcome)}
+
+
+def overload(url: str, model: str, capacity: int, seconds: float) -> dict[str, Any]:
+    """Twice the load the server holds (`capacity` = running + waiting): it sheds with 429 instead of timing out,
+    and goodput stays at >= 80% of what `capacity` clients get."""
+    unloaded = asyncio.run(_goodput(url, model, capacity, seconds))
+    loaded = asyncio.run(_goodput(url, model, 2 * capacity, seconds))
+    ratio = loaded["tok_s"] / unloaded["tok_s"] if unloaded["tok_s"] else 0.0
+    codes = set(loaded["outcomes"])
+    handled = "429" in codes and codes <= {"200", "429"} and ratio >= 0.8
+    return {"handled": handled, "goodput_ratio": ratio, "unloaded": unloaded, "loaded": loaded}
 
 
 def kv_usage(url: str) -> float:

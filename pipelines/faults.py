@@ -21,12 +21,13 @@ from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_router, running_server
 
 BURST = 8  # concurrent requests against a server that admits 1 running and 1 waiting
+HOLDS = 8  # the overload server runs 4 sequences and queues 4; twice that many clients overload it
 
 
 @task(retries=1, retry_delay_seconds=5)
 def served_faults(p: TollgateConf) -> dict[str, list[dict[str, Any]]]:
     """Invalid input on the pipeline's server; rate limiting on one that queues a single request; out of memory
-    mid-stream on one with the engine's injected fault."""
+    mid-stream on one with the engine's injected fault; twice the load a small server holds."""
     model = Path(p.model.path).name
     with running_server(p) as url:
         invalid = fault_trials.invalid_input(url, model)  # each malformed body once: n = len(INVALID_BODIES)
@@ -34,7 +35,10 @@ def served_faults(p: TollgateConf) -> dict[str, list[dict[str, Any]]]:
         limited = [fault_trials.rate_limiting(url, model, BURST) for _ in range(p.profile.faults.trials)]
     with running_server(p, env={"TOLLGATE_FAULT": "out_of_memory"}) as url:
         oom = [fault_trials.out_of_memory(url, model) for _ in range(p.profile.faults.trials)]
-    return {"invalid_input": invalid, "rate_limiting": limited, "out_of_memory": oom}
+    with running_server(p, "--max-num-seqs", str(HOLDS // 2), "--max-waiting", str(HOLDS // 2)) as url:
+        seconds = p.profile.faults.overload_s
+        overload = [fault_trials.overload(url, model, HOLDS, seconds) for _ in range(p.profile.faults.trials)]
+    return {"invalid_input": invalid, "rate_limiting": limited, "out_of_memory": oom, "overload": overload}
 
 
 @task

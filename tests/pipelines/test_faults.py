@@ -67,3 +67,10 @@ def test_a_burst_beyond_the_queue_is_shed_with_429_and_the_rest_served_in_full(o
     model = one_at_a_time.app.state.server.pool.names[0]
     trial = fault_trials.rate_limiting(one_at_a_time.url, model, burst=8)
     assert trial["handled"] and trial["limited"] >= 1 and trial["served"] >= 1, trial
+
+
+def test_twice_the_capacity_is_shed_with_429_and_goodput_holds(one_at_a_time: LiveServer) -> None:
+    model = one_at_a_time.app.state.server.pool.names[0]
+    trial = fault_trials.overload(one_at_a_time.url, model, capacity=2, seconds=2)
+    assert trial["handled"] and "429" in trial["loaded"]["outcomes"], trial
+    assert set(trial["unloaded"]["outcomes"]) == {"200"}  # at capacity nothing is shed
