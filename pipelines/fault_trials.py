@@ -124,6 +124,39 @@ def overload(url: str, model: str, capacity: int, seconds: float) -> dict[str, A
     return {"handled": handled, "goodput_ratio": ratio, "unloaded": unloaded, "loaded": loaded}
 
 
+async def _through(url: str, model: str, requests: int, bound_s: float) -> list[tuple[str | None, float]]:
+    """`requests` greedy completions, 8 at a time, each given `bound_s`: (text or None, seconds) for each."""
+    limit = asyncio.Semaphore(8)
+
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[str | None, float]:
+        body = {"model": model, "prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": 8, "temperature": 0}
+        async with limit:
+            start = time.monotonic()
+            try:
+                reply = await client.post("/v1/completions", json=body)
+                text = reply.json()["choices"][0]["text"] if reply.status_code == 200 else None
+            except httpx.HTTPError:
+                text = None
+            return text, time.monotonic() - start
+
+    async with httpx.AsyncClient(base_url=url, timeout=bound_s) as client:
+        return await asyncio.gather(*(one(client, i) for i in range(requests)))
+
+
+def network_timeout(router_url: str, direct_url: str, model: str, requests: int, bound_s: float) -> dict[str, Any]:
+    """Through a router whose path to one replica delays (1-5 s), resets and drops requests: every request still
+    gets the expected text within `bound_s` (bounded timeouts, retries elsewhere with backoff), and the router
+    stays healthy. `direct_url` is the other replica, reached with no faults, for the expected texts."""
+    with openai.OpenAI(base_url=f"{direct_url}/v1", api_key="-", max_retries=0) as client:
+        expected = [client.completions.create(model=model, prompt=p, max_tokens=8, temperature=0).choices[0].text
+                    for p in PROMPTS]  # fmt: skip
+    results = asyncio.run(_through(router_url, model, requests, bound_s))
+    right = sum(text == expected[i % len(PROMPTS)] for i, (text, _) in enumerate(results))
+    healthy = httpx.get(f"{router_url}/health", timeout=10).status_code == 200
+    slowest = max(seconds for _, seconds in results)
+    return {"handled": right == requests and healthy, "right": right, "requests": requests, "slowest_s": slowest}
+
+
 def kv_usage(url: str) -> float:
     """The server's KV-cache usage as its /metrics reports it (one model)."""
     for line in httpx.get(f"{url}/metrics").text.splitlines():

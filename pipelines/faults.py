@@ -3,12 +3,13 @@
 Per error type: `handled` (1 only when every trial showed the documented behaviour), `n` trials and what they
 measured; `faults.recovery_s` is the P95 over trials of node-failure failover (kill to the last request sent
 right after it answered by the other replica), `faults.handled_pct` the share of all trials handled.
-Writes metrics/faults.json (namespace `faults`). Network faults are not injected yet (issue 11).
+Writes metrics/faults.json (namespace `faults`).
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,12 @@ from engine.bench import percentiles
 from pipelines import fault_trials
 from pipelines.common import now_utc, write_metrics
 from pipelines.config import TollgateConf, load_params
-from pipelines.live_server import running_router, running_server
+from pipelines.fault_proxy import FaultProxy, NetworkFaults
+from pipelines.live_server import running, running_router, running_server
 
 BURST = 8  # concurrent requests against a server that admits 1 running and 1 waiting
+REPLICA_TIMEOUT_S = 3.0  # the router's bound per replica answer; the faulty link delays 1-5 s
+REQUESTS, BOUND_S = 16, 15.0  # per network trial; each must be answered within BOUND_S (two tries and a backoff)
 HOLDS = 8  # the overload server runs 4 sequences and queues 4; twice that many clients overload it
 
 
@@ -53,6 +57,23 @@ def node_failures(p: TollgateConf) -> list[dict[str, Any]]:
         return trials
 
 
+@task
+def network_faults(p: TollgateConf) -> list[dict[str, Any]]:
+    """Two replicas behind a router; the path to one delays, resets and drops requests (pipelines/fault_proxy)."""
+    model, faults = Path(p.model.path).name, NetworkFaults()
+    with running_server(p) as bad, running_server(p) as good, FaultProxy(int(bad.rsplit(":", 1)[1]), faults) as via:
+        args = ["--replicas", "0", "--replica-url", via, "--replica-url", good, "--log-level", "warning"]
+        with running("engine.router", [*args, "--replica-timeout", str(REPLICA_TIMEOUT_S)]) as (router, _):
+            trials = []
+            for _ in range(p.profile.faults.trials):
+                before = Counter(faults.injected)
+                trial = fault_trials.network_timeout(router, good, model, REQUESTS, BOUND_S)
+                trials.append(trial | {"injected": dict(faults.injected - before)})
+    if set(faults.injected) != {"reset", "silence", "delay"}:  # a link that never misbehaved proved nothing
+        trials[-1] |= {"handled": False, "why": f"faults injected in all: {dict(faults.injected)}"}
+    return trials
+
+
 def summarize(trials: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Per type: handled only if every trial was; failover percentiles; the share of all trials handled."""
     out: dict[str, Any] = {
@@ -75,6 +96,7 @@ def faults_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     p = load_params(Path(params_path))
     trials = served_faults(p)
     trials["node_failure"] = node_failures(p)
+    trials["network_timeout"] = network_faults(p)
     with tempfile.TemporaryDirectory() as scratch:
         trials["model_load"] = fault_trials.model_load(Path(scratch), Path(p.model.path))
     metrics = {"faults": summarize(trials)}

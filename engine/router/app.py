@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -45,14 +46,25 @@ async def _first_chunk(
     return resp, first, chunks
 
 
+def backoff_s(attempt: int) -> float:
+    """Before retry `attempt` (1, 2, ...): exponential from 0.1 s, capped at 2 s, with +-50% jitter."""
+    return min(2.0, 0.1 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+
+
 def build_router(
     replicas: ReplicaSet,
     max_outstanding: int = 64,
     api_key: str | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    replica_timeout_s: float = 300.0,
+    attempts: int = 3,
 ) -> FastAPI:
-    """The router app; `api_key` guards /v1 and /admin (the replicas behind it listen on loopback only)."""
-    client = httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0), limits=httpx.Limits(max_connections=512))
+    """The router app; `api_key` guards /v1 and /admin (the replicas behind it listen on loopback only).
+
+    A replica gets `replica_timeout_s` to send each piece of its answer (the first one included); a request that
+    fails before its first byte is tried on up to `attempts` different replicas, with `backoff_s` between."""
+    timeout = httpx.Timeout(replica_timeout_s, connect=5.0)
+    client = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_connections=512))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,7 +103,11 @@ def build_router(
                 429, "router queue full; retry later", code="queue_full", headers={"Retry-After": "1"}
             )
         body, tried = await request.body(), set()
-        while (replica := replicas.pick(tried)) is not None:
+        for attempt in range(attempts):
+            if (replica := replicas.pick(tried)) is None:
+                break
+            if attempt:
+                await asyncio.sleep(backoff_s(attempt))
             tried.add(replica.id)
             replica.outstanding += 1
             try:

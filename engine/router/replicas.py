@@ -23,22 +23,22 @@ def free_port() -> int:
 
 @dataclass
 class Replica:
-    """One engine server: healthy replicas take traffic; `outstanding` counts requests in flight on it."""
+    """One engine server: healthy replicas take traffic; `outstanding` counts requests in flight on it.
+
+    A replica with a `command` is this router's child (started, restarted); one without is an engine server
+    someone else runs (`--replica-url`, e.g. on another machine): only its health is watched."""
 
     id: int
-    port: int
-    command: list[str]
+    url: str
+    command: list[str] | None = None
     proc: subprocess.Popen | None = None
     healthy: bool = False
     outstanding: int = 0
     restarts: int = 0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def start(self) -> None:
-        self.proc = subprocess.Popen([*self.command, "--port", str(self.port)])
+        if self.command:
+            self.proc = subprocess.Popen([*self.command, "--port", self.url.rsplit(":", 1)[1]])
 
     def info(self) -> dict[str, object]:
         return {
@@ -59,13 +59,15 @@ class ReplicaSet:
     count: int
     threads: int | None = None
     interval_s: float = 1.0
+    urls: list[str] = field(default_factory=list)  # engine servers run elsewhere, balanced beside the children
     replicas: list[Replica] = field(default_factory=list)
 
     def start(self) -> None:
         command = [sys.executable, "-m", "engine.server", "--model", self.model, "--log-level", "warning"]
         if self.threads:
             command += ["--threads", str(self.threads)]
-        self.replicas = [Replica(i, free_port(), command) for i in range(self.count)]
+        children = [Replica(i, f"http://127.0.0.1:{free_port()}", command) for i in range(self.count)]
+        self.replicas = children + [Replica(self.count + i, url.rstrip("/")) for i, url in enumerate(self.urls)]
         for r in self.replicas:
             r.start()
 

@@ -91,7 +91,7 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     assert quant["faults"]["quantization"]["handled"] == 1
     assert statuses["reliability.errors.quantization"] == "PASS"
     faults = json.loads((repro / "metrics" / "faults.json").read_text())["faults"]
-    for kind in ("invalid_input", "rate_limiting", "node_failure", "model_load", "out_of_memory"):
+    for kind in ("invalid_input", "rate_limiting", "node_failure", "model_load", "out_of_memory", "network_timeout"):
         assert faults[kind]["n"] >= 3 and statuses[f"reliability.errors.{kind}"] in {"PASS", "FAIL"}, kind
     assert statuses["reliability.errors.invalid_input"] == statuses["reliability.errors.rate_limiting"] == "PASS"
     assert (repro / "models" / "quant" / "tiny-random-gptq" / "quantization.json").is_file()

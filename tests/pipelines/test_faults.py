@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from engine.engine import EngineConfig
 from engine.server.app import ServerConfig
 from pipelines import fault_trials
+from pipelines.fault_proxy import FaultProxy, NetworkFaults
 from pipelines.faults import summarize
 from tests.conftest import LiveServer, start_server
 
@@ -74,3 +77,22 @@ def test_twice_the_capacity_is_shed_with_429_and_goodput_holds(one_at_a_time: Li
     trial = fault_trials.overload(one_at_a_time.url, model, capacity=2, seconds=2)
     assert trial["handled"] and "429" in trial["loaded"]["outcomes"], trial
     assert set(trial["unloaded"]["outcomes"]) == {"200"}  # at capacity nothing is shed
+
+
+@pytest.mark.parametrize(("kind", "error"), [("reset", httpx.TransportError), ("silence", httpx.ReadTimeout)])
+def test_the_fault_proxy_resets_or_swallows_requests_but_lets_probes_pass(one_at_a_time, kind, error) -> None:
+    faults = NetworkFaults(reset_p=float(kind == "reset"), silence_p=float(kind == "silence"))
+    with FaultProxy(int(one_at_a_time.url.rsplit(":", 1)[1]), faults) as via:
+        assert httpx.get(f"{via}/health").status_code == 200
+        with pytest.raises(error):
+            httpx.post(f"{via}/v1/completions", json={"model": "x", "prompt": "hi"}, timeout=1.0)
+    assert faults.injected == {kind: 1}
+
+
+def test_the_fault_proxy_delays_within_its_latency(one_at_a_time) -> None:
+    faults = NetworkFaults(reset_p=0.0, silence_p=0.0, latency_s=(0.5, 0.6))
+    model = one_at_a_time.app.state.server.pool.names[0]
+    with FaultProxy(int(one_at_a_time.url.rsplit(":", 1)[1]), faults) as via:
+        start = time.monotonic()
+        reply = httpx.post(f"{via}/v1/completions", json={"model": model, "prompt": "hi", "max_tokens": 1})
+    assert reply.status_code == 200 and time.monotonic() - start >= 0.5 and faults.injected == {"delay": 1}
