@@ -2,17 +2,15 @@
 (perplexity and next-token top-1 agreement vs fp32 on the eval text) and batch-1 decode speed, check the
 fp32 fallback on corrupt calibration data, and let the auto-selector choose under the configured limits.
 
-`python -m pipelines calibrate` writes metrics/calibrate.json (namespaces `quant`, `features`, `faults`),
+`python -m pipelines calibrate` writes metrics/calibrate.json (namespaces `quant`, `features`),
 plots/quant_head_to_head.csv and reports/quant_head_to_head.md; quantized checkpoints go to models/quant/.
 """
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -23,12 +21,9 @@ from engine.models import use_cpu_kernels
 from engine.quant import (
     BUILT_IN,
     available_strategies,
-    calibration_layers,
     from_metrics,
-    get_strategy,
     linear_bytes,
     quantize_loaded,
-    quantize_model,
     save_quantized,
     select,
 )
@@ -87,42 +82,6 @@ def measure(p: TollgateConf, strategy: QuantConf, ids: list[int], reference: Any
     return row
 
 
-@task(cache_policy=NO_CACHE)
-def fallback_check(p: TollgateConf) -> dict[str, Any]:
-    """Corrupt and empty calibration data: every calibrated layer must stay fp32, with a warning, and the
-    model must still produce finite logits (the criteria's "quantization error -> fallback to FP32")."""
-    gptq = p.calibrate.strategies.get("gptq", QuantConf("gptq"))
-    results = {}
-    for case, batches in {"empty": [], "corrupt": [[1, 2, 10**9]]}.items():
-        model = load_model(p.model.path, cpu_kernels=False)
-        layers = len(calibration_layers(model))
-        warnings: list[str] = []
-        handler = _ListHandler(warnings)
-        logging.getLogger("engine.quant").addHandler(handler)
-        try:
-            report = quantize_model(model, get_strategy("gptq", **dict(gptq.options)), batches)
-        finally:
-            logging.getLogger("engine.quant").removeHandler(handler)
-        finite = bool(torch.isfinite(model.score([1, 2, 3])).all())
-        results[case] = {
-            "fallback_layers": len(report.fallback),
-            "warned": int(bool(warnings)),
-            "handled": int(len(report.fallback) == layers and bool(warnings) and finite),
-        }
-    return {"cases": results, "handled": int(all(r["handled"] for r in results.values()))}
-
-
-class _ListHandler(logging.Handler):
-    """Collects warning messages (the check asserts that the fallback was logged)."""
-
-    def __init__(self, sink: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.sink.append(record.getMessage())
-
-
 def head_to_head(rows: dict[str, dict[str, Any]]) -> str:
     """The criteria's "Comparison: head-to-head" table, as Markdown."""
     lines = ["| " + " | ".join(HEAD_TO_HEAD) + " |", "|" + "---|" * len(HEAD_TO_HEAD)]
@@ -162,13 +121,11 @@ def calibrate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     limits = p.calibrate.limits
     selection = select(from_metrics({"quant": rows}), limits)
     log.info("auto-selector: %s", selection.explain())
-    faults = fallback_check(p)
     built_in = set(BUILT_IN)
     complete = built_in <= set(rows) and built_in <= set(available_strategies()) and selection.reasons
     metrics = {
         "quant": {**rows, "fp32_perplexity": reference.perplexity, "selected": selection.choice or "none"},
         "features": {"quantization": {"complete": int(bool(complete)), "strategies": len(rows) - 1}},
-        "faults": {"quantization": faults},
     }
     write_metrics("calibrate", metrics, params_path, started)
     table = head_to_head(rows)

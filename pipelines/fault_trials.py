@@ -4,19 +4,24 @@ behaviour happened (`handled`) and what it measured. pipelines/faults.py runs th
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
+import torch
 
 from engine.errors import CheckpointError
 from engine.faults import OOM_SEED
 from engine.loader import load_model
+from engine.quant import calibration_layers, get_strategy, quantize_model
 
 PROMPTS = [f"Fact {i}: the capital of" for i in range(4)]
 INVALID_BODIES = [
@@ -62,6 +67,36 @@ def model_load(scratch: Path, checkpoint: Path) -> list[dict[str, Any]]:
             named = isinstance(exc, CheckpointError) and str(path) in str(exc)
             trials.append({"handled": named, "case": case, "message": f"{type(exc).__name__}: {exc}"})
     return trials
+
+
+def quantization(checkpoint: Path, gptq_options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Empty and corrupt calibration data: every calibrated layer stays fp32, a warning says so, and the model
+    still gives finite logits (the criteria's "quantization error -> fallback to FP32, log warning")."""
+    trials = []
+    for case, batches in {"empty": [], "out_of_vocabulary": [[1, 2, 10**9]], "negative_ids": [[-5, 3, 4]]}.items():
+        model = load_model(checkpoint, cpu_kernels=False)
+        layers = len(calibration_layers(model))
+        with _warnings("engine.quant") as warned:
+            report = quantize_model(model, get_strategy("gptq", **gptq_options), batches)
+        finite = bool(torch.isfinite(model.score([1, 2, 3])).all())
+        handled = len(report.fallback) == layers and bool(warned) and finite
+        trials.append(
+            {"handled": handled, "case": case, "fallback_layers": len(report.fallback), "warned": len(warned)}
+        )
+    return trials
+
+
+@contextmanager
+def _warnings(logger: str) -> Iterator[list[str]]:
+    """The warning messages `logger` emits inside the block."""
+    sink: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: sink.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger(logger).addHandler(handler)
+    try:
+        yield sink
+    finally:
+        logging.getLogger(logger).removeHandler(handler)
 
 
 def rate_limiting(url: str, model: str, burst: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from engine.bench import percentiles
 from pipelines import fault_trials
 from pipelines.common import now_utc, write_metrics
-from pipelines.config import TollgateConf, load_params
+from pipelines.config import QuantConf, TollgateConf, load_params
 from pipelines.fault_proxy import FaultProxy, NetworkFaults
 from pipelines.live_server import running, running_router, running_server
 
@@ -99,6 +99,8 @@ def faults_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     trials["network_timeout"] = network_faults(p)
     with tempfile.TemporaryDirectory() as scratch:
         trials["model_load"] = fault_trials.model_load(Path(scratch), Path(p.model.path))
+    gptq = p.calibrate.strategies.get("gptq", QuantConf("gptq"))
+    trials["quantization"] = fault_trials.quantization(Path(p.model.path), dict(gptq.options))
     metrics = {"faults": summarize(trials)}
     write_metrics("faults", metrics, params_path, started)
     return metrics

@@ -32,6 +32,14 @@ def test_one_unhandled_trial_fails_its_type_and_counts_in_the_share() -> None:
     assert out["recovery_s"] == 0.6 and out["n"] == 3  # P95 of three is the largest: no flattering average
 
 
+def test_corrupt_calibration_data_falls_back_to_fp32_with_a_warning(tiny_llama: Path) -> None:
+    trials = fault_trials.quantization(tiny_llama, {})
+    assert [t["case"] for t in trials] == ["empty", "out_of_vocabulary", "negative_ids"]
+    assert all(t["handled"] and t["fallback_layers"] > 0 and t["warned"] for t in trials), (
+        trials
+    )  # every layer: "handled"
+
+
 def test_broken_checkpoints_are_handled_and_a_good_one_is_not_counted_as_handled(tmp_path: Path, tiny_llama) -> None:
     trials = fault_trials.model_load(tmp_path, tiny_llama)
     assert [t["case"] for t in trials] == ["missing", "truncated", "garbled"]

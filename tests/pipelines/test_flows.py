@@ -119,10 +119,7 @@ def test_calibrate_flow_measures_every_strategy_and_the_fallback(
     assert quant["gptq"]["calibration_s"] > 0 and quant["none"]["accuracy_loss_pct"] == 0
     assert quant["selected"] in quant and quant[quant["selected"]]["accuracy_loss_pct"] <= 5
     assert doc["features"]["quantization"]["complete"] == 1
-    assert doc["faults"]["quantization"] == {
-        "cases": {c: {"fallback_layers": 8, "warned": 1, "handled": 1} for c in ("empty", "corrupt")},
-        "handled": 1,
-    }
+    assert "faults" not in doc  # the quantization fault is the faults stage's (tests/pipelines/test_faults.py)
     table = Path("reports/quant_head_to_head.md").read_text()
     assert "| awq |" in table and "Auto-selector" in table
     assert Path("plots/quant_head_to_head.csv").read_text().startswith("strategy,perplexity")
