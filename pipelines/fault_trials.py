@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import time
 from collections import Counter
@@ -216,6 +217,39 @@ def out_of_memory(url: str, model: str) -> dict[str, Any]:
     served = after.usage.completion_tokens == 16
     handled = ended.startswith("error") and "out of memory" in ended and freed and served
     return {"handled": handled, "tokens_before_error": chunks, "ended": ended, "kv_freed": freed, "next_served": served}
+
+
+def _vm_size(pid: int) -> int:
+    """A process's address space now, in bytes (what RLIMIT_AS limits)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError(f"no VmSize for pid {pid}")
+
+
+def memory_limit(url: str, pid: int, model: str, headroom_mb: int, prompt_tokens: int) -> dict[str, Any]:
+    """The server capped (RLIMIT_AS) at its address space now plus `headroom_mb`, then a prompt whose prefill
+    needs more: that stream ends with an error event naming the allocation, KV usage returns to 0, and a short
+    request is served under the same cap. The cap is lifted afterwards."""
+    limit = _vm_size(pid) + headroom_mb * 2**20
+    _, hard = resource.prlimit(pid, resource.RLIMIT_AS)
+    resource.prlimit(pid, resource.RLIMIT_AS, (limit, hard))  # the soft limit binds; only it can be lifted again
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=120)
+        ended = "complete"
+        try:
+            for _ in client.completions.create(model=model, prompt=[100 + i % 1000 for i in range(prompt_tokens)],
+                                               max_tokens=2, stream=True):  # fmt: skip
+                pass
+        except openai.APIError as exc:
+            ended = f"error: {exc}"
+        freed = kv_usage(url) == 0.0
+        after = client.completions.create(model=model, prompt="Count:", max_tokens=8, extra_body={"ignore_eos": True})
+        served = after.usage.completion_tokens == 8
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_AS, (hard, hard))
+    hit = ended.startswith("error") and "memory" in ended.lower()
+    return {"handled": hit and freed and served, "ended": ended[:300], "kv_freed": freed, "next_served": served}
 
 
 async def long_stream(client: openai.AsyncOpenAI, model: str, tokens: int, started: asyncio.Event) -> str:

@@ -20,18 +20,20 @@ from pipelines import fault_trials
 from pipelines.common import now_utc, write_metrics
 from pipelines.config import QuantConf, TollgateConf, load_params
 from pipelines.fault_proxy import FaultProxy, NetworkFaults
-from pipelines.live_server import running, running_router, running_server
+from pipelines.live_server import running, running_router, running_server, serving
 
 BURST = 8  # concurrent requests against a server that admits 1 running and 1 waiting
 REPLICA_TIMEOUT_S = 3.0  # the router's bound per replica answer; the faulty link delays 1-5 s
 REQUESTS, BOUND_S = 16, 15.0  # per network trial; each must be answered within BOUND_S (two tries and a backoff)
+MEMORY_LIMIT = 32, 2000  # MiB of address space granted beyond the server's own, and a prompt whose prefill needs more
 HOLDS = 8  # the overload server runs 4 sequences and queues 4; twice that many clients overload it
 
 
 @task(retries=1, retry_delay_seconds=5)
 def served_faults(p: TollgateConf) -> dict[str, list[dict[str, Any]]]:
     """Invalid input on the pipeline's server; rate limiting on one that queues a single request; out of memory
-    mid-stream on one with the engine's injected fault; twice the load a small server holds."""
+    mid-stream, injected into the engine and for real under an address-space limit; twice the load a small server
+    holds."""
     model = Path(p.model.path).name
     with running_server(p) as url:
         invalid = fault_trials.invalid_input(url, model)  # each malformed body once: n = len(INVALID_BODIES)
@@ -39,6 +41,8 @@ def served_faults(p: TollgateConf) -> dict[str, list[dict[str, Any]]]:
         limited = [fault_trials.rate_limiting(url, model, BURST) for _ in range(p.profile.faults.trials)]
     with running_server(p, env={"TOLLGATE_FAULT": "out_of_memory"}) as url:
         oom = [fault_trials.out_of_memory(url, model) for _ in range(p.profile.faults.trials)]
+    with serving(p) as (url, proc):
+        oom += [fault_trials.memory_limit(url, proc.pid, model, *MEMORY_LIMIT) for _ in range(p.profile.faults.trials)]
     with running_server(p, "--max-num-seqs", str(HOLDS // 2), "--max-waiting", str(HOLDS // 2)) as url:
         seconds = p.profile.faults.overload_s
         overload = [fault_trials.overload(url, model, HOLDS, seconds) for _ in range(p.profile.faults.trials)]

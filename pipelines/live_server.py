@@ -52,13 +52,20 @@ def running(module: str, args: list[str], env: dict[str, str] | None = None) -> 
 
 
 @contextmanager
-def running_server(p: TollgateConf, *extra: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """The pipeline's model (with its quant) served by `engine.server`; yields the base URL."""
+def serving(p: TollgateConf, *extra: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The pipeline's model (with its quant) served by `engine.server`; yields the base URL and the process."""
     args = ["--model", p.model.path, "--threads", str(p.profile.threads), "--log-level", "warning"]
     args += ["--quant", p.quant.name, *extra]
     if p.quant.name in ("gptq", "awq"):
         args += ["--calibration-text", p.data.calibration_text]
-    with running("engine.server", args, env) as (url, _):
+    with running("engine.server", args, env) as served:
+        yield served
+
+
+@contextmanager
+def running_server(p: TollgateConf, *extra: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`serving`, for callers that need only the URL."""
+    with serving(p, *extra, env=env) as (url, _):
         yield url
 
 

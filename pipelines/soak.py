@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import openai
@@ -27,7 +27,6 @@ import openai
 STALL_S = 30.0
 CONCURRENCY = 4
 GREEDY = [f"Fact {i}: the capital of" for i in range(3)]
-KINDS = ["stream", "complete", "chat", "stream_chat", "stop", "walk_away", "invalid", "greedy"]
 
 
 class Journal:
@@ -114,35 +113,7 @@ class Soak:
         self.in_flight += 1
         start = time.monotonic()
         try:
-            if kind == "greedy":
-                i = self.rng.randrange(len(GREEDY))
-                reply = await client.completions.create(model=self.model, prompt=GREEDY[i], max_tokens=8, temperature=0)
-                self.now.counts["greedy_mismatch"] += reply.choices[0].text != self.expected[i]
-            elif kind == "invalid":
-                try:
-                    await client.completions.create(**{**common, "prompt": words, "temperature": -1})
-                    self.now.failures["invalid_accepted"] += 1
-                except openai.BadRequestError:
-                    pass
-            elif kind in ("stream", "stream_chat", "walk_away"):
-                create = client.chat.completions.create if kind == "stream_chat" else client.completions.create
-                prompt = (
-                    {"messages": [{"role": "user", "content": words}]} if kind == "stream_chat" else {"prompt": words}
-                )
-                stream = await create(**common, **prompt, stream=True)
-                async for _ in stream:
-                    self.now.tokens += 1
-                    self.last_progress = time.monotonic()
-                    if kind == "walk_away" and self.rng.random() < 0.3:
-                        await stream.close()
-                        break
-            elif kind == "chat":
-                reply = await client.chat.completions.create(**common, messages=[{"role": "user", "content": words}])
-                self.now.tokens += reply.usage.completion_tokens
-            else:
-                stop = {"stop": ["e"]} if kind == "stop" else {}
-                reply = await client.completions.create(**common, prompt=words, **stop)
-                self.now.tokens += reply.usage.completion_tokens
+            await self.REQUESTS[kind](self, client, kind, words, common)
             self.now.counts[kind] += 1
             self.now.latencies.append(time.monotonic() - start)
         except openai.APIStatusError as exc:
@@ -153,6 +124,46 @@ class Soak:
             self.in_flight -= 1
             self.last_progress = time.monotonic()
 
+    async def _greedy(self, client: openai.AsyncOpenAI, kind: str, words: str, common: dict[str, Any]) -> None:
+        i = self.rng.randrange(len(GREEDY))
+        reply = await client.completions.create(model=self.model, prompt=GREEDY[i], max_tokens=8, temperature=0)
+        self.now.counts["greedy_mismatch"] += reply.choices[0].text != self.expected[i]
+
+    async def _invalid(self, client: openai.AsyncOpenAI, kind: str, words: str, common: dict[str, Any]) -> None:
+        try:
+            await client.completions.create(**{**common, "prompt": words, "temperature": -1})
+            self.now.failures["invalid_accepted"] += 1
+        except openai.BadRequestError:
+            pass
+
+    async def _stream(self, client: openai.AsyncOpenAI, kind: str, words: str, common: dict[str, Any]) -> None:
+        """Streamed completion or chat; `walk_away` closes the stream early, as a client that leaves does."""
+        if kind == "stream_chat":
+            stream = await client.chat.completions.create(**common, messages=[{"role": "user", "content": words}],
+                                                          stream=True)  # fmt: skip
+        else:
+            stream = await client.completions.create(**common, prompt=words, stream=True)
+        async for _ in stream:
+            self.now.tokens += 1
+            self.last_progress = time.monotonic()
+            if kind == "walk_away" and self.rng.random() < 0.3:
+                await stream.close()
+                return
+
+    async def _plain(self, client: openai.AsyncOpenAI, kind: str, words: str, common: dict[str, Any]) -> None:
+        if kind == "chat":
+            reply = await client.chat.completions.create(**common, messages=[{"role": "user", "content": words}])
+        else:
+            reply = await client.completions.create(
+                **common, prompt=words, **({"stop": ["e"]} if kind == "stop" else {})
+            )
+        self.now.tokens += reply.usage.completion_tokens
+
+    REQUESTS: ClassVar[dict[str, Any]] = {
+        "greedy": _greedy, "invalid": _invalid, "stream": _stream, "stream_chat": _stream, "walk_away": _stream,
+        "chat": _plain, "complete": _plain, "stop": _plain,
+    }  # fmt: skip
+
     async def clients(self, deadline: float) -> None:
         async with openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="-", max_retries=0, timeout=120) as client:
             self.expected = [(await client.completions.create(model=self.model, prompt=p, max_tokens=8, temperature=0)
@@ -160,7 +171,7 @@ class Soak:
 
             async def worker() -> None:
                 while time.monotonic() < deadline:
-                    await self.one(client, self.rng.choice(KINDS))
+                    await self.one(client, self.rng.choice(sorted(self.REQUESTS)))
 
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from engine.server.app import ServerConfig
 from pipelines import fault_trials
 from pipelines.fault_proxy import FaultProxy, NetworkFaults
 from pipelines.faults import summarize
+from pipelines.live_server import running
 from tests.conftest import LiveServer, start_server
 
 
@@ -104,3 +106,12 @@ def test_the_fault_proxy_delays_within_its_latency(one_at_a_time) -> None:
         start = time.monotonic()
         reply = httpx.post(f"{via}/v1/completions", json={"model": model, "prompt": "hi", "max_tokens": 1})
     assert reply.status_code == 200 and time.monotonic() - start >= 0.5 and faults.injected == {"delay": 1}
+
+
+@pytest.mark.integration
+def test_a_real_allocation_failure_under_an_address_space_limit_is_survived(smollm2: Path) -> None:
+    args = ["--model", str(smollm2), "--threads", "1", "--log-level", "warning"]
+    with running("engine.server", args) as (url, proc):
+        trial = fault_trials.memory_limit(url, proc.pid, smollm2.name, headroom_mb=32, prompt_tokens=2000)
+        assert trial["handled"] and "can't allocate memory" in trial["ended"], trial
+        assert resource.prlimit(proc.pid, resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY  # the cap is lifted

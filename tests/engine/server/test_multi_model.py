@@ -66,29 +66,41 @@ def test_switch_to_a_resident_model_is_fast(two_models) -> None:
     assert le_half_second(after) == le_half_second(before) + 1
 
 
-def test_a_load_does_not_stall_another_models_stream(two_models) -> None:
-    """Stream from the resident tiny model while the big one loads in the background."""
-    url = two_models.url
+@pytest.fixture
+def room_for_both(smollm2: Path, tmp_path: Path):
+    """A budget both models fit in, only the first loaded at start: the second loads while the first serves."""
+    tiny = make_tiny_checkpoint(tmp_path / "tiny-llama", "llama")
+    engine = EngineConfig(kv_cache_bytes=32 * 2**20)
+    budget = (estimate_mb(str(smollm2), engine) + estimate_mb(str(tiny), engine)) * 1.2
+    live = start_server(ServerConfig([str(tiny), str(smollm2)], engine, memory_budget_mb=budget))
+    yield live
+    live.stop()
+
+
+def test_a_load_does_not_stall_another_models_stream(room_for_both) -> None:
+    """Stream from the resident tiny model, again and again, while the big one loads in the background."""
+    url = room_for_both.url
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
     client.completions.create(model="tiny-llama", prompt="warm", max_tokens=1)
+    assert resident(room_for_both) == ["tiny-llama"]
     arrivals: list[float] = []
-    load_window: list[float] = []
+    load: dict[str, float] = {}
 
     def load_big() -> None:
-        load_window.append(time.monotonic())
-        httpx.post(f"{url}/v1/completions", json={"model": BIG, "prompt": "x", "max_tokens": 1}, timeout=120)
-        load_window.append(time.monotonic())
+        load["start"] = time.monotonic()
+        reply = httpx.post(f"{url}/v1/completions", json={"model": BIG, "prompt": "x", "max_tokens": 1}, timeout=120)
+        load["status"], load["end"] = reply.status_code, time.monotonic()
 
-    stream = client.completions.create(
-        model="tiny-llama", prompt="go", max_tokens=300, stream=True, extra_body={"ignore_eos": True}
-    )
     loader = threading.Thread(target=load_big)
-    started = False
-    for _chunk in stream:
-        arrivals.append(time.monotonic())
-        if not started and len(arrivals) > 3:
-            loader.start()
-            started = True
+    while "end" not in load:
+        stream = client.completions.create(
+            model="tiny-llama", prompt="go", max_tokens=300, stream=True, extra_body={"ignore_eos": True}
+        )
+        for _chunk in stream:
+            arrivals.append(time.monotonic())
+            if len(arrivals) == 4:
+                loader.start()
     loader.join()
-    during = [t for t in arrivals if load_window[0] < t < load_window[1]]
-    assert len(during) >= 5, f"only {len(during)} chunks while the other model loaded"
+    during = [t for t in arrivals if load["start"] < t < load["end"]]
+    assert load["status"] == 200 and resident(room_for_both) == ["tiny-llama", BIG]
+    assert len(during) >= 5, f"only {len(during)} chunks in the {load['end'] - load['start']:.2f} s the load took"
