@@ -104,21 +104,21 @@ def summarize(records: list[dict[str, Any]], kv_at_end: float) -> dict[str, Any]
     }
     if "ci_low_mb_per_hour" in worst:
         out["leaks_detected"] = int(worst["ci_low_mb_per_hour"] > 0)
-    drift = latency_drift_pct(records)
+    drift = latency_drift_ratio(records)
     if drift is not None:
-        out["latency_drift_pct"] = drift
+        out["latency_drift_ratio"] = drift
     return out
 
 
-def latency_drift_pct(records: list[dict[str, Any]]) -> float | None:
-    """Median interval P95 of the last hour against the first (of the last and first quarter in a shorter soak)."""
+def latency_drift_ratio(records: list[dict[str, Any]]) -> float | None:
+    """Median interval P95 of the last hour over the first (of the last and first quarter in a shorter soak)."""
     timed = [r for r in records if r["p95_s"] is not None]
     if len(timed) < 8:
         return None
     per_hour = next((i + 1 for i, t in enumerate(accumulate(r["seconds"] for r in timed)) if t >= 3600), len(timed))
     k = min(per_hour, len(timed) // 4)
     first, last = sorted(r["p95_s"] for r in timed[:k]), sorted(r["p95_s"] for r in timed[-k:])
-    return (last[k // 2] - first[k // 2]) / first[k // 2] * 100
+    return last[k // 2] / first[k // 2]
 
 
 @flow(name="stress")

@@ -20,7 +20,6 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import ParameterError
-from engine.sequence import check_prompt_ids
 from engine.server.async_engine import AsyncEngine, QueueFullError
 from engine.server.guards import Guards
 from engine.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, error_response
@@ -57,7 +56,7 @@ async def _submit(server: Server, eng: AsyncEngine, ids: list[int], params: Any,
 
 def _prompt_ids(eng: AsyncEngine, prompt: str | list[int]) -> list[int]:
     ids = eng.encode(prompt) if isinstance(prompt, str) else list(prompt)
-    check_prompt_ids(ids, eng.vocab_size, eng.max_model_len)
+    eng.check_prompt(ids)
     return ids
 
 
@@ -195,7 +194,7 @@ def build_app(config: ServerConfig) -> FastAPI:
             ids = eng.chat_prompt(messages)
         except Exception as exc:  # a template that rejects these messages (e.g. role order) is the client's error
             raise ApiError(400, f"messages do not fit the model's chat template: {exc}", "messages") from None
-        check_prompt_ids(ids, eng.vocab_size, eng.max_model_len, "messages")
+        eng.check_prompt(ids, "messages")
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = _params(req, eng, len(ids), req.max_completion_tokens or req.max_tokens, top)
         run = PromptRun(None if params is None else await _submit(server, eng, ids, params, request), len(ids), 0)

@@ -20,6 +20,7 @@ from engine.engine import LLMEngine
 from engine.errors import ParameterError
 from engine.outputs import StreamDelta
 from engine.sampling import SamplingParams, TokenLogprob
+from engine.sequence import check_prompt_ids
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,10 @@ class AsyncEngine:
     def kv_usage(self) -> float:
         """Share of the KV pool in use."""
         return self.engine.block_manager.usage
+
+    def check_prompt(self, ids: list[int], param: str = "prompt") -> None:
+        """The engine's prompt rules (empty, ids outside the vocabulary, too long); a ParameterError names `param`."""
+        check_prompt_ids(ids, self.vocab_size, self.max_model_len, param)
 
     def encode(self, prompt: str) -> list[int]:
         """Prompt text to token ids, as the engine encodes it."""

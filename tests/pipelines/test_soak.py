@@ -15,7 +15,7 @@ import yaml
 
 from pipelines.config import compose
 from pipelines.soak import Journal
-from pipelines.stress import latency_drift_pct, summarize
+from pipelines.stress import latency_drift_ratio, summarize
 from tests.conftest import ROOT
 
 KEY = {"git_sha": "abc", "settings": "s1"}
@@ -56,13 +56,13 @@ def test_totals_add_up_over_segments_and_a_growing_process_is_a_leak() -> None:
 
 def test_latency_drift_compares_the_first_and_last_quarter_of_a_short_soak() -> None:
     records = [interval(10, 500, p95=0.1 if i < 20 else 0.2) for i in range(40)]
-    assert summarize(records, 0.0)["latency_drift_pct"] == pytest.approx(100.0)
+    assert summarize(records, 0.0)["latency_drift_ratio"] == pytest.approx(2.0)
 
 
 def test_latency_drift_of_a_long_soak_compares_its_first_and_last_hour() -> None:
     records = [interval(600, 500, p95=0.1) for _ in range(6)] + [interval(600, 500, p95=0.3) for _ in range(30)]
     records += [interval(600, 500, p95=0.2) for _ in range(6)]  # 7 hours: only the last hour is at 0.2
-    assert latency_drift_pct(records) == pytest.approx(100.0)
+    assert latency_drift_ratio(records) == pytest.approx(2.0)
 
 
 SEGMENT = """
