@@ -32,9 +32,9 @@ from engine.quant import available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
 
 
-def proc_status_mb(field: str) -> float:
-    """A memory field of this process (VmHWM: peak RSS, VmRSS: RSS now) from /proc/self/status, in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def proc_status_mb(field: str, pid: int | str = "self") -> float:
+    """A memory field of a process (VmHWM: peak RSS, VmRSS: RSS now, VmSize: address space) from /proc, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")

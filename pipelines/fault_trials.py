@@ -19,10 +19,12 @@ import httpx
 import openai
 import torch
 
+from engine.bench import proc_status_mb
 from engine.errors import CheckpointError
 from engine.faults import OOM_SEED
 from engine.loader import load_model
 from engine.quant import calibration_layers, get_strategy, quantize_model
+from pipelines.live_server import greedy_texts, kv_usage
 
 PROMPTS = [f"Fact {i}: the capital of" for i in range(4)]
 INVALID_BODIES = [
@@ -183,22 +185,12 @@ def network_timeout(router_url: str, direct_url: str, model: str, requests: int,
     """Through a router whose path to one replica delays (1-5 s), resets and drops requests: every request still
     gets the expected text within `bound_s` (bounded timeouts, retries elsewhere with backoff), and the router
     stays healthy. `direct_url` is the other replica, reached with no faults, for the expected texts."""
-    with openai.OpenAI(base_url=f"{direct_url}/v1", api_key="-", max_retries=0) as client:
-        expected = [client.completions.create(model=model, prompt=p, max_tokens=8, temperature=0).choices[0].text
-                    for p in PROMPTS]  # fmt: skip
+    expected = greedy_texts(direct_url, model, PROMPTS)
     results = asyncio.run(_through(router_url, model, requests, bound_s))
     right = sum(text == expected[i % len(PROMPTS)] for i, (text, _) in enumerate(results))
     healthy = httpx.get(f"{router_url}/health", timeout=10).status_code == 200
     slowest = max(seconds for _, seconds in results)
     return {"handled": right == requests and healthy, "right": right, "requests": requests, "slowest_s": slowest}
-
-
-def kv_usage(url: str) -> float:
-    """The server's KV-cache usage as its /metrics reports it (one model)."""
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith("tollgate_kv_cache_usage_ratio{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise ValueError(f"{url}/metrics has no tollgate_kv_cache_usage_ratio")
 
 
 def out_of_memory(url: str, model: str) -> dict[str, Any]:
@@ -219,19 +211,11 @@ def out_of_memory(url: str, model: str) -> dict[str, Any]:
     return {"handled": handled, "tokens_before_error": chunks, "ended": ended, "kv_freed": freed, "next_served": served}
 
 
-def _vm_size(pid: int) -> int:
-    """A process's address space now, in bytes (what RLIMIT_AS limits)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise ValueError(f"no VmSize for pid {pid}")
-
-
 def memory_limit(url: str, pid: int, model: str, headroom_mb: int, prompt_tokens: int) -> dict[str, Any]:
     """The server capped (RLIMIT_AS) at its address space now plus `headroom_mb`, then a prompt whose prefill
     needs more: that stream ends with an error event naming the allocation, KV usage returns to 0, and a short
     request is served under the same cap. The cap is lifted afterwards."""
-    limit = _vm_size(pid) + headroom_mb * 2**20
+    limit = int((proc_status_mb("VmSize", pid) + headroom_mb) * 2**20)  # VmSize: what RLIMIT_AS limits
     _, hard = resource.prlimit(pid, resource.RLIMIT_AS)
     resource.prlimit(pid, resource.RLIMIT_AS, (limit, hard))  # the soft limit binds; only it can be lifted again
     try:
@@ -289,9 +273,7 @@ def node_failure(url: str, model: str, stream_tokens: int, readmit_timeout: floa
     """SIGKILL a replica with a stream in flight: its streams end with an error event, requests sent right after
     get the expected greedy text from the other replica (failover_s: kill to the last of them answered), and the
     router restarts and re-admits the replica (readmit_s)."""
-    with openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=300) as client:
-        expected = [client.completions.create(model=model, prompt=p, max_tokens=8, temperature=0).choices[0].text
-                    for p in PROMPTS]  # fmt: skip
+    expected = greedy_texts(url, model, PROMPTS)
     before = httpx.get(f"{url}/admin/replicas").json()[0]["restarts"]
     trial = asyncio.run(_node_failure(url, model, stream_tokens, expected))
     start = time.monotonic()

@@ -83,13 +83,13 @@ def summarize(trials: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     out: dict[str, Any] = {
         kind: {"handled": int(all(t["handled"] for t in ts)), "n": len(ts), "trials": ts} for kind, ts in trials.items()
     }
-    failover = [t["failover_s"] for t in trials["node_failure"]]
+    failover = percentiles([t["failover_s"] for t in trials["node_failure"]])
     readmit = [t["readmit_s"] for t in trials["node_failure"] if t["readmit_s"] is not None]
-    out["node_failure"].update(failover_s=percentiles(failover), readmit_s=percentiles(readmit) if readmit else None)
+    out["node_failure"].update(failover_s=failover, readmit_s=percentiles(readmit) if readmit else None)
     every = [t["handled"] for ts in trials.values() for t in ts]
-    out["recovery_s"] = percentiles(failover)["p95"]
+    out["recovery_s"] = failover["p95"]
     out["handled_pct"] = 100.0 * sum(every) / len(every)
-    out["n"] = len(failover)
+    out["n"] = failover["n"]
     return out
 
 

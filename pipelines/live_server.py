@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
+import openai
 
 from engine.router.replicas import free_port
 from pipelines.config import TollgateConf
@@ -30,6 +31,23 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"server at {url} not healthy after {timeout:.0f}s")
+
+
+def kv_usage(url: str) -> float:
+    """A server's KV-cache usage as its /metrics reports it (one model)."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("tollgate_kv_cache_usage_ratio{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise ValueError(f"{url}/metrics has no tollgate_kv_cache_usage_ratio")
+
+
+def greedy_texts(url: str, model: str, prompts: list[str], max_tokens: int = 8) -> list[str]:
+    """What the server answers each prompt greedily, one at a time: the texts later answers must match."""
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=300) as client:
+        return [
+            client.completions.create(model=model, prompt=p, max_tokens=max_tokens, temperature=0).choices[0].text
+            for p in prompts
+        ]
 
 
 @contextmanager

@@ -24,6 +24,9 @@ from typing import Any, ClassVar
 import httpx
 import openai
 
+from engine.bench import proc_status_mb
+from pipelines.live_server import greedy_texts, kv_usage
+
 STALL_S = 30.0
 CONCURRENCY = 4
 GREEDY = [f"Fact {i}: the capital of" for i in range(3)]
@@ -74,14 +77,11 @@ class Interval:
 
 
 def rss_mb(pid: int) -> float | None:
-    """Resident memory of a process, from /proc (None once it is gone)."""
+    """Resident memory of a process (None once it is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+        return proc_status_mb("VmRSS", pid)
     except OSError:
         return None
-    return None
 
 
 class Soak:
@@ -166,8 +166,7 @@ class Soak:
 
     async def clients(self, deadline: float) -> None:
         async with openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="-", max_retries=0, timeout=120) as client:
-            self.expected = [(await client.completions.create(model=self.model, prompt=p, max_tokens=8, temperature=0)
-                              ).choices[0].text for p in GREEDY]  # fmt: skip
+            self.expected = await asyncio.to_thread(greedy_texts, self.url, self.model, GREEDY)
 
             async def worker() -> None:
                 while time.monotonic() < deadline:
@@ -202,9 +201,4 @@ class Soak:
 
 def kv_in_use(url: str) -> float:
     """The largest KV usage over the replicas once idle (0 when every block came back)."""
-    usages = []
-    for r in httpx.get(f"{url}/admin/replicas", timeout=10).json():
-        for line in httpx.get(f"{r['url']}/metrics", timeout=10).text.splitlines():
-            if line.startswith("tollgate_kv_cache_usage_ratio{"):
-                usages.append(float(line.rsplit(" ", 1)[1]))
-    return max(usages, default=0.0)
+    return max((kv_usage(r["url"]) for r in httpx.get(f"{url}/admin/replicas", timeout=10).json()), default=0.0)
