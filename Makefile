@@ -50,9 +50,14 @@ test: setup
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+# Side by side with llama.cpp when LLAMACPP_BIN names its built tools (../shared/peers/build_llamacpp.sh, once per
+# machine); without them the peer rows are skipped with the reason. The README's tables are written from the JSON.
 bench: setup
-	$(PY) -m engine.bench --model $(MODEL_DIR) --batch 1 8 16 --new-tokens 128 --prompt-len 512 \
-		--threads 1 --vs hf --out reports/bench_engine.json
+	$(PY) -m engine.bench --model $(MODEL_DIR) --batch 1 8 --threads 1 2 --quant none int8 int4 \
+		--vs llamacpp hf --out docs/bench/bench_engine.json
+	$(PY) -m pipelines serve_peer --model $(MODEL_DIR) --threads 2 --concurrency 1 4 8 \
+		--out docs/bench/serve_vs_llamacpp.json
+	$(PY) -m engine.bench_tables docs/bench/bench_engine.json docs/bench/serve_vs_llamacpp.json --readme README.md
 
 params: $(STAMP)  ## recompose params.yaml from conf/, e.g. make params ARGS="profile=weekly"
 	$(PY) -m pipelines config $(ARGS)

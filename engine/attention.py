@@ -44,6 +44,14 @@ def _context(pool: torch.Tensor, s: SeqSlice) -> torch.Tensor:
     return pool.index_select(1, s.kv_index)
 
 
+def _decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """One query token: q [KV, group, D] (the query heads sharing a KV head are its rows, so GQA needs no copy)
+    against k, v [KV, L, D]. Two batched matmuls and a softmax: 3-5x faster here than SDPA's flash kernel,
+    whose blocking is built for many query rows (measured in the issue-12 note)."""
+    scores = torch.baddbmm(q.new_empty(()), q, k.transpose(1, 2), beta=0.0, alpha=q.shape[-1] ** -0.5)
+    return torch.bmm(scores.softmax(-1), v)
+
+
 def paged_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata, layer: int
 ) -> torch.Tensor:
@@ -63,9 +71,7 @@ def paged_attention(
         else:
             ks, vs = _context(k_pool, s), _context(v_pool, s)
         if s.q_len == 1:
-            # Decode: the query heads sharing a KV head act as that head's query rows, so GQA needs no copy.
-            o = F.scaled_dot_product_attention(qs.view(1, kv_heads, group, head_dim), ks[None], vs[None])
-            outs.append(o.view(1, num_heads * head_dim))
+            outs.append(_decode_attention(qs.view(kv_heads, group, head_dim), ks, vs).view(1, num_heads * head_dim))
         else:
             o = F.scaled_dot_product_attention(
                 qs.transpose(0, 1)[None],

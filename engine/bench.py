@@ -1,20 +1,22 @@
-"""Offline throughput benchmark: Tollgate's engine, optionally side by side with HF transformers `generate`.
+"""Offline throughput benchmark: Tollgate's engine side by side with its peers, in one invocation.
 
-    python -m engine.bench --model models/smollm2-135m-instruct --batch 1 8 16 --new-tokens 128 \\
-        --prompt-len 512 --threads 1 --vs hf --out reports/bench_engine.json
+    python -m engine.bench --model models/smollm2-135m-instruct --batch 1 8 --threads 1 2 \\
+        --quant none int8 int4 --vs llamacpp hf --out reports/bench_engine.json
     python -m engine.bench --model models/smollm2-135m-instruct --batch 1 --quant none int8 int4 gptq awq bitnet
 
-Each (system, quantization, batch) runs in its own process so peak RSS is its own; quantization happens in that
-process before the warm-up (GPTQ and AWQ calibrate on --calibration-text). Prompts are random token ids, distinct per
-sequence and per repetition (no prefix-cache help). One warm-up run, then --repeats measured runs; the JSON
-rows hold the medians and the raw values.
+Peers: `hf` is HF transformers `generate` (fp32); `llamacpp` is llama.cpp's `llama-bench` /
+`llama-batched-bench` on a GGUF of the same checkpoint in the closest format to each --quant (see
+engine/llamacpp_peer.py; tools via --llamacpp-bin or LLAMACPP_BIN, built by ../shared/peers/build_llamacpp.sh).
+Each (system, quantization, batch, threads) runs in its own process so peak RSS is its own; quantization
+happens in that process before the warm-up (GPTQ and AWQ calibrate on --calibration-text). Prompts are random
+token ids, distinct per sequence and per repetition (no prefix-cache help). One warm-up run, then --repeats
+measured runs; the JSON rows hold the medians and the raw values.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import multiprocessing as mp
 import platform
 import statistics
@@ -24,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch._dynamo.utils import counters as compile_counters
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
-from engine import LLM, SamplingParams
+from engine import LLM, SamplingParams, llamacpp_peer
 from engine.quant import available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
+from engine.report_json import emit_json
 
 
 def proc_status_mb(field: str, pid: int | str = "self") -> float:
@@ -74,9 +78,10 @@ def make_prompts(vocab: int, batch: int, length: int, seed: int) -> list[list[in
     return torch.randint(100, vocab - 100, (batch, length), generator=g).tolist()
 
 
-def _run_tollgate(args: argparse.Namespace, batch: int, quant: str) -> dict[str, Any]:
+def _run_tollgate(args: argparse.Namespace, batch: int, quant: str, threads: int) -> dict[str, Any]:
     llm = LLM(
         args.model,
+        enforce_eager=not getattr(args, "compile", False),
         quant=quant,
         quant_options=getattr(args, "quant_options", {}),
         calibration_text=getattr(args, "calibration_text", None),
@@ -114,12 +119,13 @@ def _run_tollgate(args: argparse.Namespace, batch: int, quant: str) -> dict[str,
         }
 
     row = _measure(args, once)
+    row["compiled"] = not eng.config.enforce_eager
     if eng.quant_report is not None:
         row["quantization"] = eng.quant_report.summary()
     return row
 
 
-def _run_hf(args: argparse.Namespace, batch: int, quant: str) -> dict[str, Any]:
+def _run_hf(args: argparse.Namespace, batch: int, quant: str, threads: int) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     cfg = model.config
 
@@ -158,6 +164,7 @@ def _run_hf(args: argparse.Namespace, batch: int, quant: str) -> dict[str, Any]:
 def _measure(args: argparse.Namespace, once: Any) -> dict[str, Any]:
     for w in range(args.warmup):
         once(10_000 + w, min(8, args.new_tokens))
+    graphs = compile_counters["stats"]["unique_graphs"]
     runs = [once(r, args.new_tokens) for r in range(args.repeats)]
     itl = [x for r in runs for x in r.pop("itl_samples", [])]
     row: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -166,26 +173,30 @@ def _measure(args: argparse.Namespace, once: Any) -> dict[str, Any]:
     row["kv_cache_bytes"] = int(row["kv_cache_bytes"])
     row["runs"] = runs
     row["peak_rss_mb"] = peak_rss_mb()
+    row["graph_compiles_in_runs"] = compile_counters["stats"]["unique_graphs"] - graphs  # 0 in steady state
     return row
 
 
-RUNNERS = {"tollgate": _run_tollgate, "hf": _run_hf}
+RUNNERS = {"tollgate": _run_tollgate, "hf": _run_hf, "llamacpp": llamacpp_peer.run_llamacpp}
 
 
-def _child(system: str, args: argparse.Namespace, batch: int, quant: str, queue: Any) -> None:
-    torch.set_num_threads(args.threads)
-    head = {"system": system, "quant": quant, "batch": batch}
+def _child(system: str, args: argparse.Namespace, batch: int, quant: str, threads: int, queue: Any) -> None:
+    torch.set_num_threads(threads)
+    head = {"system": system, "quant": quant, "batch": batch, "threads": threads}
     try:
-        queue.put({**head, **RUNNERS[system](args, batch, quant)})
+        queue.put({**head, **RUNNERS[system](args, batch, quant, threads)})
     except Exception as exc:  # report the failure to the parent instead of dying silently
         queue.put({**head, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def run_one(system: str, args: argparse.Namespace, batch: int, quant: str = "none") -> dict[str, Any]:
-    """Run one (system, quantization, batch) measurement in a fresh process."""
+def run_one(
+    system: str, args: argparse.Namespace, batch: int, quant: str = "none", threads: int | None = None
+) -> dict[str, Any]:
+    """Run one (system, quantization, batch) measurement in a fresh process, on `threads` (default args')."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(system, args, batch, quant, queue))
+    threads = args.threads if threads is None else threads
+    proc = ctx.Process(target=_child, args=(system, args, batch, quant, threads, queue))
     proc.start()
     row = queue.get()
     proc.join()
@@ -193,21 +204,25 @@ def run_one(system: str, args: argparse.Namespace, batch: int, quant: str = "non
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
-    """Ratios a reader wants first: ours vs HF per batch, each quantization vs fp32, batch-N vs batch-1."""
-    by = {(r["system"], r.get("quant", "none"), r["batch"]): r.get("decode_tok_s") for r in results}
+    """Decode ratios a reader wants first, per batch and thread count: ours vs each peer in the same format,
+    each quantization vs fp32, batch-N vs batch-1, and 2 threads vs 1."""
+    by = {(r["system"], r["quant"], r["batch"], r["threads"]): r.get("decode_tok_s") for r in results}
     summary = {}
-    for (system, quant, batch), tok_s in by.items():
+    for (system, quant, batch, threads), tok_s in by.items():
         if not tok_s:
             continue
-        hf, fp32 = by.get(("hf", "none", batch)), by.get(("tollgate", "none", batch))
-        if system == "tollgate" and quant == "none" and hf:
-            summary[f"decode_vs_hf_batch{batch}"] = tok_s / hf
-        if system == "tollgate" and quant != "none" and fp32:
-            summary[f"{quant}_vs_fp32_batch{batch}"] = tok_s / fp32
-        one = by.get((system, quant, 1))
-        if batch != 1 and one:
-            name = system if quant == "none" else f"{system}_{quant}"
-            summary[f"{name}_batch{batch}_vs_batch1"] = tok_s / one
+        at = f"batch{batch}_t{threads}"
+        if system == "tollgate":
+            for peer in ("hf", "llamacpp"):
+                if peer_tok_s := by.get((peer, quant, batch, threads)):
+                    summary[f"{quant}_vs_{peer}_{at}"] = tok_s / peer_tok_s
+            if quant != "none" and (fp32 := by.get((system, "none", batch, threads))):
+                summary[f"{quant}_vs_fp32_{at}"] = tok_s / fp32
+        name = f"{system}_{quant}"
+        if batch != 1 and (one := by.get((system, quant, 1, threads))):
+            summary[f"{name}_{at}_vs_batch1"] = tok_s / one
+        if threads != 1 and (single := by.get((system, quant, batch, 1))):
+            summary[f"{name}_{at}_vs_t1"] = tok_s / single
     return summary
 
 
@@ -218,8 +233,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes to measure")
     p.add_argument("--new-tokens", type=int, default=128, help="tokens generated per sequence")
     p.add_argument("--prompt-len", type=int, default=512, help="prompt tokens per sequence")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for every system")
-    p.add_argument("--vs", choices=["hf"], action="append", default=[], help="also run this peer (fp32)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts, each for every system")
+    p.add_argument(
+        "--vs",
+        choices=["hf", "llamacpp"],
+        nargs="+",
+        action="extend",
+        default=[],
+        help="peers to run too: hf (transformers, fp32 only), llamacpp (each --quant it has a format for)",
+    )
+    p.add_argument("--llamacpp-bin", help="directory of llama.cpp's llama-bench etc. (default: $LLAMACPP_BIN)")
     p.add_argument(
         "--quant", nargs="+", default=["none"], help="quantization strategies to measure, each in its own row"
     )
@@ -227,12 +250,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--calibration-text", default=DEFAULT_CALIBRATION, help="text GPTQ and AWQ calibrate on (wikitext-2 valid)"
     )
     p.add_argument("--calibration-tokens", type=int, default=4096, help="calibration token budget")
+    p.add_argument(
+        "--compile", action="store_true", help="Tollgate rows: torch.compile the model forward (warm-up compiles)"
+    )
     p.add_argument("--repeats", type=int, default=3, help="measured runs per row (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured runs first")
     p.add_argument("--out", type=Path, help="write the JSON here (it is printed too)")
     args = p.parse_args(argv)
-    if min(args.batch) < 1 or args.new_tokens < 2 or args.prompt_len < 1 or args.repeats < 1:
-        p.error("--batch, --prompt-len and --repeats must be >= 1 and --new-tokens >= 2")
+    if min(args.batch) < 1 or args.new_tokens < 2 or args.prompt_len < 1 or args.repeats < 1 or min(args.threads) < 1:
+        p.error("--batch, --threads, --prompt-len and --repeats must be >= 1 and --new-tokens >= 2")
 
     unknown = [q for q in args.quant if q not in available_strategies()]
     if unknown:
@@ -242,15 +268,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _peer_quants(args: argparse.Namespace, missing: dict[str, str]) -> dict[str, list[str]]:
+    """Which quantizations each requested peer runs; a peer that cannot run is recorded in `missing`."""
+    quants = {"hf": ["none"]}
+    if "llamacpp" in args.vs:
+        wanted = [q for q in args.quant if q in llamacpp_peer.GGUF_TYPES]
+        for q in set(args.quant) - set(wanted):
+            missing[f"llamacpp --quant {q}"] = f"no GGUF counterpart (compared: {', '.join(llamacpp_peer.GGUF_TYPES)})"
+        try:
+            args.llamacpp_ggufs = llamacpp_peer.prepare(args, wanted)
+            quants["llamacpp"] = wanted
+        except (llamacpp_peer.PeerMissing, RuntimeError) as exc:
+            missing["llamacpp"] = str(exc)
+    return {peer: quants[peer] for peer in args.vs if peer in quants}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run every (system, batch) measurement and write the JSON report; exit 1 if any run failed."""
+    """Run every (system, quantization, batch, threads) measurement and write the JSON report; exit 1 on errors."""
     args = parse_args(argv)
-    jobs = [
-        (s, q, b)
-        for b in args.batch
-        for s, q in [*(("tollgate", q) for q in args.quant), *((s, "none") for s in args.vs)]
-    ]
-    results = [run_one(s, args, b, q) for s, q, b in tqdm(jobs, desc="bench", unit="run")]
+    missing: dict[str, str] = {}
+    systems = [("tollgate", args.quant), *_peer_quants(args, missing).items()]
+    for peer, why in missing.items():
+        print(f"{peer}: peer rows skipped: {why}", file=sys.stderr)
+    jobs = [(s, q, b, t) for t in args.threads for b in args.batch for s, quants in systems for q in quants]
+    results = [run_one(s, args, b, q, t) for s, q, b, t in tqdm(jobs, desc="bench", unit="run")]
     report = {
         "model": str(args.model),
         "threads": args.threads,
@@ -259,14 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         "prompt_len": args.prompt_len,
         "new_tokens": args.new_tokens,
         "repeats": args.repeats,
+        "peers_missing": missing,
         "results": results,
         "summary": summarize(results),
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_json(report, args.out)
     errors = [r for r in results if "error" in r]
     for r in errors:
         print(f"error in {r['system']} ({r['quant']}) batch {r['batch']}: {r['error']}", file=sys.stderr)

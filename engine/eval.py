@@ -13,7 +13,6 @@ where both predict the same next token.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from engine.loader import CheckpointError, load, load_model
 from engine.quant import QuantizationError, available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
+from engine.report_json import emit_json
 
 
 def windows(ids: list[int], context: int) -> list[list[int]]:
@@ -130,11 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if report is not None:
         result["quantization"] = report.summary()
     result["eval_s"] = time.perf_counter() - start
-    text_out = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text_out + "\n")
-    print(text_out)
+    emit_json(result, args.out)
     return 0
 
 

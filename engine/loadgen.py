@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from engine.bench import percentiles
+from engine.report_json import emit_json
 
 
 @dataclass
@@ -34,6 +35,7 @@ class RequestResult:
     e2e_s: float | None = None
     output_tokens: int = 0
     itl_s: list[float] = field(default_factory=list)
+    stale_retries: int = 0
 
     @property
     def tpot_s(self) -> float | None:
@@ -43,6 +45,8 @@ class RequestResult:
 
 
 async def one_request(client: httpx.AsyncClient, args: argparse.Namespace, prompt: list[int]) -> RequestResult:
+    """One streamed completion, timed from the first send; a keep-alive connection the server had already closed
+    (no response at all) is retried once on a fresh one, as browsers and urllib3 do, and counted."""
     body = {
         "model": args.model,
         "prompt": prompt,
@@ -53,33 +57,46 @@ async def one_request(client: httpx.AsyncClient, args: argparse.Namespace, promp
         "stream_options": {"include_usage": True},
     }
     start = time.perf_counter()
-    last = None
     result = RequestResult(status=0)
     try:
-        async with client.stream("POST", f"{args.url}/v1/completions", json=body) as r:
-            result.status = r.status_code
-            if r.status_code != 200:
-                await r.aread()
-                return result
-            async for line in r.aiter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                now = time.perf_counter()
-                if chunk.get("usage"):
-                    result.output_tokens = chunk["usage"]["completion_tokens"]
-                if not chunk.get("choices"):
-                    continue
-                if last is None:
-                    result.ttft_s = now - start
-                else:
-                    result.itl_s.append(now - last)
-                last = now
+        try:
+            await _stream(client, args, body, start, result)
+        except httpx.RemoteProtocolError:
+            if result.status:  # the server answered, then broke off: a real failure
+                raise
+            result.stale_retries += 1
+            await _stream(client, args, body, start, result)
     except httpx.HTTPError:
         result.status = result.status or -1
         return result
-    result.e2e_s = time.perf_counter() - start
+    if result.status == 200:
+        result.e2e_s = time.perf_counter() - start
     return result
+
+
+async def _stream(
+    client: httpx.AsyncClient, args: argparse.Namespace, body: dict[str, Any], start: float, result: RequestResult
+) -> None:
+    last = None
+    async with client.stream("POST", f"{args.url}/v1/completions", json=body) as r:
+        result.status = r.status_code
+        if r.status_code != 200:
+            await r.aread()
+            return
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            now = time.perf_counter()
+            if chunk.get("usage"):
+                result.output_tokens = chunk["usage"]["completion_tokens"]
+            if not chunk.get("choices"):
+                continue
+            if last is None:
+                result.ttft_s = now - start
+            else:
+                result.itl_s.append(now - last)
+            last = now
 
 
 def make_prompts(n: int, length: int, seed: int) -> list[list[int]]:
@@ -132,6 +149,7 @@ def summarize(results: list[RequestResult], wall_s: float, args: argparse.Namesp
         "requests": len(results),
         "completed": len(ok),
         "errors": dict(errors),
+        "stale_connection_retries": sum(r.stale_retries for r in results),
         "duration_s": wall_s,
         "request_throughput_rps": len(ok) / wall_s,
         "output_tok_s": sum(r.output_tokens for r in ok) / wall_s,
@@ -188,11 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_tokens": args.max_tokens,
         **summarize(results, wall, args),
     }
-    text = json.dumps(summary, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit_json(summary, args.out)
     return 0 if summary["completed"] else 1
 
 

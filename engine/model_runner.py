@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
+from torch._inductor import config as inductor_config
 
 from engine.attention import AttentionMetadata, SeqSlice
 from engine.models.llama import LlamaForCausalLM
@@ -10,21 +14,34 @@ from engine.scheduler import SchedulerOutput
 from engine.sequence import Sequence
 
 
+def compiled(model: LlamaForCausalLM) -> Callable[..., torch.Tensor]:
+    """The forward through torch.compile (inductor), with weights frozen into constants while it compiles:
+    inductor's oneDNN linear lowering needs the pre-blocked weights as constants."""
+    forward = torch.compile(model, dynamic=True)
+
+    def run(*args: Any) -> torch.Tensor:
+        with inductor_config.patch(freezing=True):
+            return forward(*args)
+
+    return run
+
+
 class ModelRunner:
     """Flattens a step's sequences into one batch, lays out paged-KV metadata, returns the logits to sample."""
 
-    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int) -> None:
+    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, compile_model: bool = False) -> None:
         cfg = model.config
         weight = model.embed_tokens.weight
         self.model = model
+        self.forward = compiled(model) if compile_model else model
         self.block_size = block_size
         self.device = weight.device
         slots = num_blocks * block_size
+        shape = (cfg.num_key_value_heads, slots, cfg.head_dim)
+        # empty, not zeros: attention reads only slots a step has written, and untouched pages stay out of RSS
+        # (a 512 MB pool zero-filled is resident from the start; left empty, only the blocks in use are).
         self.kv_cache = [
-            (
-                torch.zeros(cfg.num_key_value_heads, slots, cfg.head_dim, dtype=weight.dtype, device=self.device),
-                torch.zeros(cfg.num_key_value_heads, slots, cfg.head_dim, dtype=weight.dtype, device=self.device),
-            )
+            tuple(torch.empty(shape, dtype=weight.dtype, device=self.device) for _ in "kv")
             for _ in range(cfg.num_hidden_layers)
         ]
         self.kv_cache_bytes = sum(k.nbytes + v.nbytes for k, v in self.kv_cache)
@@ -64,7 +81,7 @@ class ModelRunner:
     def run(self, batch: SchedulerOutput) -> torch.Tensor:
         """Forward the step; logits for the sequences that sample (`batch.sampling`, in that order)."""
         input_ids, positions, meta = self.prepare(batch.scheduled)
-        hidden = self.model(input_ids, positions, meta)
+        hidden = self.forward(input_ids, positions, meta)
         last = {id(seq): s.q_start + s.q_len - 1 for (seq, _), s in zip(batch.scheduled, meta.seqs, strict=True)}
         if not batch.sampling:
             return hidden.new_empty(0, self.model.config.vocab_size)

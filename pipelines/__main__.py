@@ -23,6 +23,7 @@ COMMANDS = {
     "codecheck": "stage: the code-quality numbers",
     "tests": "stage: the test suite as evidence",
     "gate": "stage: the release decision and report",
+    "serve_peer": "tool: engine.server vs llama.cpp's llama-server under the same load",
     "release_gate": "every stage of dvc.yaml as one Prefect flow",
 }
 

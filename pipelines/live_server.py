@@ -53,10 +53,16 @@ def greedy_texts(url: str, model: str, prompts: list[str], max_tokens: int = 8) 
 @contextmanager
 def running(module: str, args: list[str], env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     """`python -m MODULE ARGS` on a free loopback port until the block ends (`env` added to this process's)."""
+    with running_command([sys.executable, "-m", module, *args], env) as served:
+        yield served
+
+
+@contextmanager
+def running_command(cmd: list[str], env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Any server taking `--port` (ours, llama.cpp's llama-server) on a free loopback port, healthy, until the
+    block ends."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args, "--port", str(port)], env={**os.environ, **(env or {})}
-    )
+    proc = subprocess.Popen([*cmd, "--port", str(port)], env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, STARTUP_TIMEOUT_S)

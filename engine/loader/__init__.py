@@ -60,7 +60,9 @@ def load_model(
     model = model.to_empty(device=device).to(dtype)
     model.rebuild_derived()
     try:
-        model.load_hf_state_dict({k: v.to(dtype) for k, v in state.items()})
+        model.load_hf_state_dict(state)  # copied tensor by tensor into the model's dtype
+    except CheckpointError:
+        raise
     except (KeyError, ValueError) as exc:
         raise CheckpointError(weights_source, str(exc.args[0])) from None
     return use_cpu_kernels(model).eval() if cpu_kernels else model.eval()

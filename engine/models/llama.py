@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -105,10 +107,15 @@ class LlamaForCausalLM(nn.Module):
         positions = torch.arange(len(token_ids), device=ids.device)
         return self.norm(self(ids, positions, AttentionMetadata.no_cache([len(token_ids)]))).mean(0)
 
-    def load_hf_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load HF-named weights, fusing q/k/v and gate/up; complains about anything missing or unused."""
-        state = dict(state)
-        take = state.pop
+    def load_hf_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load HF-named weights, fusing q/k/v and gate/up; complains about anything missing or unused.
+
+        Each tensor is looked up once and copied in, so a lazy mapping keeps one tensor alive at a time."""
+        taken: set[str] = set()
+
+        def take(key: str) -> torch.Tensor:
+            taken.add(key)
+            return state[key]
         try:
             with torch.no_grad():
                 self.embed_tokens.weight.copy_(take("model.embed_tokens.weight"))
@@ -138,6 +145,6 @@ class LlamaForCausalLM(nn.Module):
             raise KeyError(f"weight {exc.args[0]!r} is missing") from None
         except RuntimeError as exc:
             raise ValueError(f"weight shape does not match config.json: {exc}") from None
-        unused = [k for k in state if not k.endswith("rotary_emb.inv_freq")]
+        unused = [k for k in state if k not in taken and not k.endswith("rotary_emb.inv_freq")]
         if unused:
             raise ValueError(f"unexpected weights (not part of {self.config.architecture}): {unused[:5]}")

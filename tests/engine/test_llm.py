@@ -164,3 +164,12 @@ def test_kv_pool_is_sized_in_bytes_or_blocks(smollm2: Path) -> None:
     by_blocks = LLM(smollm2, num_blocks=7)
     assert by_blocks.engine.kv_cache_bytes == 7 * per_block
     assert by_blocks.engine.max_model_len == 7 * 16
+
+
+def test_compiled_forward_generates_what_eager_does(tiny_llama: Path) -> None:
+    params = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    eager = [o.outputs[0].token_ids for o in LLM(tiny_llama).generate(prompts, params)]
+    compiled = LLM(tiny_llama, enforce_eager=False)
+    assert [o.outputs[0].token_ids for o in compiled.generate(prompts, params)] == eager
+    assert compiled.engine.runner.forward is not compiled.engine.model

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from engine.loader import CheckpointError, load_model, load_tokenizer
 from engine.loader.gguf_file import read_gguf
+from engine.loader.hf import read_state_dict
 from tests.conftest import make_tiny_checkpoint
 
 IDS = [1, 5, 900, 42, 7, 3000]
@@ -196,3 +197,14 @@ def test_missing_tokenizer(copy: Path) -> None:
     (copy / "tokenizer.json").unlink()
     with pytest.raises(CheckpointError, match="no tokenizer files"):
         load_tokenizer(copy)
+
+
+def test_safetensors_are_read_one_tensor_per_lookup(tiny: Path) -> None:
+    eager = load_file(tiny / "model.safetensors")
+    lazy = read_state_dict(tiny)
+    assert sorted(lazy) == sorted(eager) and len(lazy) == len(eager)
+    name = next(iter(eager))
+    torch.testing.assert_close(lazy[name], eager[name])
+    assert lazy[name] is not lazy[name]  # nothing is cached: the loader holds one tensor at a time
+    with pytest.raises(KeyError):
+        lazy["model.no_such.weight"]

@@ -70,8 +70,9 @@ PROMPTS = [
 
 
 @pytest.mark.integration
-def test_smollm2_greedy_64_tokens_match_transformers(smollm2: Path) -> None:
-    llm = LLM(smollm2)
+@pytest.mark.parametrize("eager", [True, pytest.param(False, marks=pytest.mark.slow, id="compiled")])
+def test_smollm2_greedy_64_tokens_match_transformers(smollm2: Path, eager: bool) -> None:
+    llm = LLM(smollm2, enforce_eager=eager)
     hf = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32).eval()
     prompts = [llm.chat_prompt([{"role": "user", "content": p}]) for p in PROMPTS]
     # 64 tokens each: EOS is suppressed on both sides (logit bias -100 here, min_new_tokens in transformers)

@@ -70,7 +70,7 @@ def test_bench_measures_each_strategy_in_one_invocation(tiny_llama: Path, tmp_pa
     report = json.loads(out.read_text())
     assert [(r["quant"], r["batch"]) for r in report["results"]] == [("none", 1), ("int8", 1)]
     assert report["results"][1]["quantization"]["layers_quantized"] == 9
-    assert "int8_vs_fp32_batch1" in report["summary"]
+    assert "int8_vs_fp32_batch1_t1" in report["summary"]
 
 
 def test_bench_rejects_an_unknown_strategy(tiny_llama: Path) -> None:

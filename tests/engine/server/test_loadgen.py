@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from engine.loadgen import main
+from engine.loadgen import main, run_load, summarize
 
 pytestmark = pytest.mark.integration
 MODEL = "smollm2-135m-instruct"
@@ -29,3 +31,48 @@ def test_open_loop_poisson_and_errors_by_status(live, tmp_path: Path) -> None:
     args = ["--url", live.url, "--model", "missing-model", "--requests", "3", "--rate", "20", "--poisson"]
     assert main([*args, "--max-tokens", "2", "--warmup", "0", "--out", str(out)]) == 1
     assert json.loads(out.read_text())["errors"] == {"404": 3}
+
+
+class _ClosesReusedConnections:
+    """An SSE server that answers the first request of each connection and closes on the second, unanswered:
+    what llama-server's keep-alive limit does to a pooled client connection."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        for served in range(2):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(x for x in head.split(b"\r\n") if x.lower().startswith(b"content-length")).split(b":")[1])
+            await reader.readexactly(length)
+            if served:
+                break
+            events = [
+                {"choices": [{"text": "a"}]},
+                {"choices": [{"text": "b"}]},
+                {"choices": [], "usage": {"completion_tokens": 2}},
+            ]
+            body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n")
+            writer.write(f"content-length: {len(body)}\r\n\r\n{body}".encode())
+            await writer.drain()
+        writer.close()
+
+
+def test_a_stale_keep_alive_connection_is_retried_once_and_counted() -> None:
+    server = _ClosesReusedConnections()
+
+    async def run() -> dict:
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        args = argparse.Namespace(url=f"http://127.0.0.1:{port}", model="m", requests=4, concurrency=1, rate=None,
+                                  poisson=False, prompt_len=4, max_tokens=2, warmup=0, slo_ttft_ms=None,
+                                  slo_tpot_ms=None, timeout=10, seed=0)  # fmt: skip
+        async with listener:
+            results, wall = await run_load(args)
+        return summarize(results, wall, args)
+
+    out = asyncio.run(run())
+    assert out["completed"] == 4 and out["errors"] == {}
+    assert out["stale_connection_retries"] == 3 and server.connections == 4
