@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger, task
 from engine import LLM, SamplingParams
 from engine.bench import make_prompts, percentiles, run_one
 from engine.loader import load_model
-from pipelines.common import PLOTS, bench_args, now_utc, write_metrics
+from pipelines.common import PLOTS, bench_args, now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 
 MIB = 2**20
@@ -108,7 +108,7 @@ def _plot(path: Path, xy: tuple[list[Any], list[Any]], xlabel: str, ylabel: str,
     return path
 
 
-@flow(name="bench")
+@flow(name="bench", flow_run_name=stage_run_name)
 def bench_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Run the profile's throughput, latency and memory scenarios; write metrics and plots."""
     started = now_utc()

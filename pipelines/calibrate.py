@@ -27,7 +27,7 @@ from engine.quant import (
     save_quantized,
     select,
 )
-from pipelines.common import PLOTS, REPORTS, bench_args, now_utc, write_metrics
+from pipelines.common import PLOTS, REPORTS, bench_args, now_utc, stage_run_name, write_metrics
 from pipelines.config import QuantConf, TollgateConf, load_params
 
 QUANT_DIR = Path("models/quant")
@@ -97,7 +97,7 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-@flow(name="calibrate")
+@flow(name="calibrate", flow_run_name=stage_run_name)
 def calibrate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Measure every strategy against fp32, check the fallback, select a strategy, write metrics and table."""
     started = now_utc()

@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, task
 from radon.visitors import ComplexityVisitor
 
-from pipelines.common import now_utc, write_metrics
+from pipelines.common import now_utc, stage_run_name, write_metrics
 
 PACKAGES = ("engine", "gates", "pipelines")
 
@@ -129,7 +129,7 @@ def measure() -> dict[str, Any]:
     }
 
 
-@flow(name="codecheck")
+@flow(name="codecheck", flow_run_name=stage_run_name)
 def codecheck_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Measure the code-quality metrics of the source tree."""
     started = now_utc()

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import yaml
 from omegaconf.errors import OmegaConfBaseException
+from prefect import tags
+from prefect.runtime import flow_run
 
 from engine.bench import cpu_name
 from gates.provenance import git_dirty, git_head, now_utc, sha256_file, sha256_json, sha256_tree
@@ -112,6 +114,21 @@ def bench_args(p: TollgateConf, checkpoint: Path) -> argparse.Namespace:
     )
 
 
+def run_labels(p: TollgateConf) -> list[str]:
+    """What a run served: profile, model, quantization, cluster scenario and short commit."""
+    return [p.profile.name, p.model.name, p.quant.name, p.cluster.name, git_head()[:7]]
+
+
+def stage_run_name() -> str:
+    """A stage's flow-run name in the Prefect UI, `bench · ci · smollm2-135m · none · single · 3e4213d`, in
+    place of Prefect's random one."""
+    try:
+        p = load_params(Path(flow_run.parameters.get("params_path", PARAMS)))
+    except (ValueError, FileNotFoundError, OmegaConfBaseException):
+        return f"{flow_run.flow_name} · unreadable parameters"
+    return " · ".join([flow_run.flow_name, *run_labels(p)])
+
+
 def stage_cli(name: str, flow: Callable[[str], Any], description: str, argv: list[str] | None = None) -> int:
     """Run a stage's flow from the command line with the parameters in params.yaml, on the profile's threads."""
     parser = argparse.ArgumentParser(prog=f"python -m pipelines {name}", description=description)
@@ -123,8 +140,10 @@ def stage_cli(name: str, flow: Callable[[str], Any], description: str, argv: lis
         print(f"error: {args.params}: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(p.profile.threads)
+    labels = run_labels(p)
     try:
-        flow(args.params)
+        with tags(*(f"{k}:{v}" for k, v in zip(("profile", "model", "quant", "cluster", "git"), labels, strict=True))):
+            flow(args.params)
     except Exception as exc:  # the flow already logged the traceback: end with one clear line and exit 1
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from engine.loader.convert import convert_gguf, gguf_in_package
 from engine.loader.gguf_file import read_gguf_tokenizer
+from pipelines.common import stage_run_name
 from pipelines.config import ModelConf, load_params
 
 
@@ -53,7 +54,7 @@ def convert_model(model: ModelConf) -> str:
     return str(out)
 
 
-@flow(name="convert")
+@flow(name="convert", flow_run_name=stage_run_name)
 def convert_flow(params_path: str = "params.yaml") -> str:
     """Convert (or create) the configured model into an engine checkpoint."""
     return convert_model(load_params(Path(params_path)).model)

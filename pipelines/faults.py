@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 
 from engine.bench import percentiles
 from pipelines import fault_trials
-from pipelines.common import now_utc, write_metrics
+from pipelines.common import now_utc, stage_run_name, write_metrics
 from pipelines.config import QuantConf, TollgateConf, load_params
 from pipelines.fault_proxy import FaultProxy, NetworkFaults
 from pipelines.live_server import running, running_router, running_server, serving
@@ -93,7 +93,7 @@ def summarize(trials: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-@flow(name="faults")
+@flow(name="faults", flow_run_name=stage_run_name)
 def faults_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Inject every fault the stage knows, `trials` times each; write the evidence."""
     started = now_utc()

@@ -7,17 +7,23 @@ the scenario: `python -m gates check reports/decision.json` is the pass/fail ste
 
 from __future__ import annotations
 
+import json
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Run
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from prefect import flow, get_run_logger, task
 
 from gates.evidence import flatten, read_metrics_file
 from gates.report import summary_lines
 from gates.run import GateInputs, default_evidence, run_gate
-from pipelines.common import REPORTS
+from pipelines.common import REPORTS, stage_run_name
 from pipelines.config import TollgateConf, load_params
 
 
@@ -56,6 +62,32 @@ def flat_params(obj: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): str(obj)}
 
 
+# MLflow 3 opens an experiment of this kind on its runs table (its default for an untagged one is the GenAI view).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+BATCH = 1000  # MLflow's most metrics per log_batch call
+
+
+def _epoch_ms(iso: str | None) -> int | None:
+    return None if not iso else int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def log_stage_run(client: MlflowClient, parent: Run, path: Path, tags: dict[str, str]) -> None:
+    """A nested run for one stage's evidence, spanning the stage's own start and end (from its provenance)."""
+    prov = json.loads(path.read_text()).get("_provenance", {})
+    run = client.create_run(
+        parent.info.experiment_id,
+        start_time=_epoch_ms(prov.get("started")),
+        run_name=path.stem,
+        tags={**tags, "stage": path.stem, MLFLOW_PARENT_RUN_ID: parent.info.run_id},
+    )
+    stamp = _epoch_ms(prov.get("finished")) or int(time.time() * 1000)
+    metrics = [Metric(k, e.value, stamp, 0) for k, e in flatten(read_metrics_file(path)).items() if e.value is not None]
+    for i in range(0, len(metrics), BATCH):
+        client.log_batch(run.info.run_id, metrics=metrics[i : i + BATCH])
+    client.log_artifact(run.info.run_id, str(path))
+    client.set_terminated(run.info.run_id, end_time=_epoch_ms(prov.get("finished")))
+
+
 @task(retries=2, retry_delay_seconds=3)
 def log_to_mlflow(p: TollgateConf, doc: dict[str, Any], params_path: str) -> str:
     """One parent run for this pipeline execution, a nested run per stage with that stage's metrics."""
@@ -63,7 +95,9 @@ def log_to_mlflow(p: TollgateConf, doc: dict[str, Any], params_path: str) -> str
     if mlflow.get_experiment_by_name(p.mlflow.experiment) is None:
         artifacts = (Path(p.mlflow.tracking_dir) / "artifacts").resolve()
         mlflow.create_experiment(p.mlflow.experiment, artifact_location=artifacts.as_uri())
-    mlflow.set_experiment(p.mlflow.experiment)
+    experiment = mlflow.set_experiment(p.mlflow.experiment)
+    client = MlflowClient()
+    client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
     ctx, g = doc["context"], doc["gate"]
     hardware = next((e["provenance"].get("hardware") or {} for e in doc["evidence"].values()), {})
     tags = {
@@ -76,23 +110,21 @@ def log_to_mlflow(p: TollgateConf, doc: dict[str, Any], params_path: str) -> str
         **{f"hardware.{k}": v for k, v in hardware.items()},
     }
     params = yaml.safe_load(Path(params_path).read_text())
-    with mlflow.start_run(run_name=f"release-gate-{g['profile']}-{ctx['model']}", tags=tags) as parent:
+    description = {"mlflow.note.content": "\n".join(summary_lines(doc))}  # the run page's description
+    run_name = f"release-gate-{g['profile']}-{ctx['model']}"
+    with mlflow.start_run(run_name=run_name, tags={**tags, **description}) as parent:
         mlflow.log_params(flat_params(params))
         mlflow.log_metrics({f"gate.{k}": v for k, v in doc["counts"].items()})
         for path in default_evidence():
-            if not path.is_file():
-                continue
-            flat = flatten(read_metrics_file(path))
-            with mlflow.start_run(run_name=path.stem, nested=True, tags={**tags, "stage": path.stem}):
-                mlflow.log_metrics({k: e.value for k, e in flat.items() if e.value is not None})
-                mlflow.log_artifact(str(path))
+            if path.is_file():
+                log_stage_run(client, parent, path, tags)
         for name in ("decision.json", "release_report.md", "release_report.html", "quant_head_to_head.md"):
             if (REPORTS / name).is_file():
                 mlflow.log_artifact(str(REPORTS / name), artifact_path="report")
         return parent.info.run_id
 
 
-@flow(name="gate")
+@flow(name="gate", flow_run_name=stage_run_name)
 def gate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Evaluate the release criteria on the collected metrics and record the decision."""
     p = load_params(Path(params_path))

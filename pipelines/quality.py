@@ -27,7 +27,7 @@ from prefect import flow, get_run_logger, task
 from engine import LLM, SamplingParams
 from engine.eval import score
 from gates.validate import ephemeral_batch
-from pipelines.common import now_utc, write_metrics
+from pipelines.common import now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_server
 from pipelines.references import build_reference, eval_ids, perplexity_key, reference_path
@@ -126,7 +126,7 @@ def served_checks(p: TollgateConf, ref: dict[str, Any], offline_texts: list[str]
     return {"match_pct": 100.0 * same / len(served), "prompts": len(served)}
 
 
-@flow(name="quality")
+@flow(name="quality", flow_run_name=stage_run_name)
 def quality_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Validate the eval text, then compare perplexity, greedy output and the served API with the references."""
     started = now_utc()

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow
 
 from gates.stages import load_stages
+from pipelines.common import stage_run_name
 
 
 def stage_flows() -> list[tuple[str, Callable[[str], Any]]]:
@@ -28,7 +29,7 @@ def stage_flows() -> list[tuple[str, Callable[[str], Any]]]:
     return flows
 
 
-@flow(name="release_gate")
+@flow(name="release_gate", flow_run_name=stage_run_name)
 def release_gate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Run every stage of the pipeline in order; returns the gate's result."""
     result: Any = None

@@ -21,7 +21,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from pipelines.common import now_utc, write_metrics
+from pipelines.common import now_utc, stage_run_name, write_metrics
 
 LOCK = Path("requirements.lock")
 CODE = ["engine", "gates", "pipelines"]
@@ -77,7 +77,7 @@ def static_findings(paths: list[str]) -> dict[str, Any]:
     return {"static_findings": len(findings), "static_by_rule": by_rule}
 
 
-@flow(name="security")
+@flow(name="security", flow_run_name=stage_run_name)
 def security_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Audit the pins and the code; write the evidence."""
     started = now_utc()

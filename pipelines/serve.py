@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 
 from engine.loadgen import run_load, summarize
 from pipelines.api_probe import probe
-from pipelines.common import now_utc, write_metrics
+from pipelines.common import now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_server
 
@@ -50,7 +50,7 @@ def serve_and_measure(p: TollgateConf) -> dict[str, Any]:
         return {"serve": {**load, "concurrency": s.concurrency}, **probe(url, model)}
 
 
-@flow(name="serve")
+@flow(name="serve", flow_run_name=stage_run_name)
 def serve_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Measure the served model under load and its API coverage."""
     started = now_utc()

@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from scipy import stats
 
 from gates.provenance import git_head, sha256_json
-from pipelines.common import REPORTS, now_utc, write_metrics
+from pipelines.common import REPORTS, now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_router
 from pipelines.soak import Journal, Soak, kv_in_use
@@ -121,7 +121,7 @@ def latency_drift_ratio(records: list[dict[str, Any]]) -> float | None:
     return last[k // 2] / first[k // 2]
 
 
-@flow(name="stress")
+@flow(name="stress", flow_run_name=stage_run_name)
 def stress_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Soak the served stack for the profile's duration (continuing its journal) and record what it saw."""
     started = now_utc()

@@ -18,7 +18,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from pipelines.common import now_utc, write_metrics
+from pipelines.common import now_utc, stage_run_name, write_metrics
 from pipelines.config import load_params
 
 COVERED = ("engine", "gates", "pipelines")
@@ -70,7 +70,7 @@ def run_suite(markers: str, paths: list[str]) -> dict[str, Any]:
     return doc
 
 
-@flow(name="tests")
+@flow(name="tests", flow_run_name=stage_run_name)
 def tests_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Run the profile's test selection and record the outcome as evidence."""
     started = now_utc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,12 @@ def test_gate_flow_writes_the_decision_and_an_mlflow_run(prefect_harness, projec
     assert doc["evidence"]["metrics/bench.json"]["stage"] == "bench"
     bench = next(r for r in children if r.data.tags["stage"] == "bench")
     assert bench.data.metrics["bench.batch1.decode_tok_s"] == 20.0
+    prov = json.loads(Path("metrics/bench.json").read_text())["_provenance"]
+    span = [datetime.fromisoformat(prov[k]).timestamp() * 1000 for k in ("started", "finished")]
+    assert [bench.info.start_time, bench.info.end_time] == [int(t) for t in span]  # the stage's own times
+    assert "INVALID" in parent.data.tags["mlflow.note.content"]  # the run page's description: the verdict
+    experiment = mlflow.get_experiment_by_name("tollgate-release-gate")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
 
 
 def test_a_failing_task_fails_its_flow(prefect_harness, project: Path) -> None:
@@ -123,3 +130,17 @@ def test_calibrate_flow_measures_every_strategy_and_the_fallback(
     table = Path("reports/quant_head_to_head.md").read_text()
     assert "| awq |" in table and "Auto-selector" in table
     assert Path("plots/quant_head_to_head.csv").read_text().startswith("strategy,perplexity")
+
+
+def test_stage_runs_are_named_and_tagged_for_what_they_served(prefect_harness, project: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from pipelines.common import stage_cli
+    from pipelines.gate import gate_flow
+
+    assert stage_cli("gate", gate_flow, "", ["--params", "params.yaml"]) == 0
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(limit=1, sort=FlowRunSort.START_TIME_DESC)
+    assert run.name.startswith("gate · ci · tiny-random · ")  # not Prefect's random "hospitable-galago"
+    assert {"profile:ci", "model:tiny-random"} <= set(run.tags)
