@@ -161,9 +161,13 @@ def _check(c: Criterion, evidence: dict[str, Evidence], rules: ProfileRules, unm
 
 
 def _outside_profile(c: Criterion, ev: Evidence | None, rules: ProfileRules) -> Verdict:
+    gated = f"gated by {', '.join(c.profiles)}"
     if ev is None or ev.value is None:
-        return NOT_IN_PROFILE, None, None, f"not measured; gated by {', '.join(c.profiles)}"
-    return NOT_IN_PROFILE, ev.value, ev.n, f"measured, not gated in {rules.name} (gated by {', '.join(c.profiles)})"
+        return NOT_IN_PROFILE, None, None, f"not measured; {gated}"
+    if c.kind == "regression":  # the metric is a speed, not the % change the criterion judges: never show it as one
+        note = f"{c.metric} measured {float(ev.value):.4g}; the change vs a baseline is judged where {gated}"
+        return NOT_IN_PROFILE, None, ev.n, note
+    return NOT_IN_PROFILE, ev.value, ev.n, f"measured, not gated in {rules.name} ({gated})"
 
 
 def evaluate(spec: GateSpec, evidence: dict[str, Evidence], rules: ProfileRules) -> list[CheckResult]:

@@ -87,6 +87,12 @@ def test_criterion_outside_the_profile_is_not_in_profile_but_shows_what_was_meas
     assert unmeasured.value is None and "not measured" in unmeasured.note
 
 
+def test_a_regression_outside_the_profile_never_shows_the_raw_speed_as_its_percentage() -> None:
+    result = judge(45.56, rules=ProfileRules(name="weekly"), kind="regression", comparator="<", acceptance=5.0)
+    assert result.status == NOT_IN_PROFILE and result.value is None and result.margin is None
+    assert "m.hours measured 45.56" in result.note
+
+
 def test_percentile_needs_the_profile_sample_count() -> None:
     low = judge(50.0, n=19, kind="percentile")
     assert low.status == INVALID and "n=19" in low.note
