@@ -3,6 +3,7 @@
 python -m gates evaluate [--profile ci] [--metrics FILE ...] [--out reports/]   # decision + report
 python -m gates check reports/decision.json      # re-verify; exit 0 only for a verified Scenario A
 python -m gates show reports/decision.json       # print every criterion
+python -m gates github reports/decision.json     # the run's summary page and ::error annotations (CI)
 python -m gates baseline update                  # write baselines/<profile>-<model>.json with provenance
 
 `check` exits 0 for a verified A, 1 for a verified B/C/INVALID, 3 when the decision cannot be trusted (evidence
@@ -21,6 +22,7 @@ import yaml
 
 from gates.baseline import update_baseline
 from gates.evidence import read_metrics_file
+from gates.github import publish
 from gates.report import full_listing, summary_lines
 from gates.run import SIGNOFF, GateInputs, run_gate
 from gates.verify import CheckOptions, verify
@@ -74,6 +76,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_github(args: argparse.Namespace) -> int:
+    """`github`: the decision on a GitHub Actions run's summary page, with an annotation per flagged criterion."""
+    publish(args.decision)
+    return 0
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     """`baseline update`: the current evidence becomes the regression baseline, with its provenance."""
     params = _params()
@@ -109,6 +117,9 @@ def parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="print every criterion of a decision")
     sh.add_argument("decision", type=Path, help="reports/decision.json")
     sh.set_defaults(func=cmd_show)
+    gh = sub.add_parser("github", help="write the decision to $GITHUB_STEP_SUMMARY and print annotations")
+    gh.add_argument("decision", type=Path, help="reports/decision.json")
+    gh.set_defaults(func=cmd_github)
     bl = sub.add_parser("baseline", help="manage regression baselines")
     bl.add_argument("action", choices=["update"], help="update: write it from the current evidence")
     bl.add_argument("--profile", help="default: params.yaml's")
