@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from engine import LLM, SamplingParams
 from engine.bench import cpu_name
 from engine.config import ModelConfig
+from engine.models.linear import PACK_BATCH_HINT
 from engine.report_json import emit_json
 
 
@@ -46,7 +47,7 @@ def layer_shapes(cfg: ModelConfig) -> list[tuple[int, int]]:
 def _kernels(shapes: list[tuple[int, int]], rows: int) -> dict[str, Callable[[], object]]:
     weights = [torch.randn(n, k) for k, n in shapes]
     xs = {k: torch.randn(rows, k) for k, _ in shapes}
-    packed = [torch.ops.mkldnn._reorder_linear_weight(w, 8) for w in weights]
+    packed = [torch.ops.mkldnn._reorder_linear_weight(w, PACK_BATCH_HINT) for w in weights]  # as CpuLinear
     transposed = [w.t().contiguous() for w in weights]
     int8 = [(torch.randint(-127, 128, w.shape, dtype=torch.int8), torch.rand(w.shape[0]).bfloat16()) for w in weights]
     int4 = [

@@ -20,27 +20,17 @@ from typing import Any
 
 from engine import llamacpp_peer
 from engine.bench import cpu_name
+from engine.loadgen import parse_args as loadgen_args
 from engine.loadgen import run_load, summarize
 from engine.report_json import emit_json
 from pipelines.live_server import running_command
 
 
 def _load(url: str, model: str, concurrency: int, args: argparse.Namespace) -> dict[str, Any]:
-    load = argparse.Namespace(
-        url=url,
-        model=model,
-        requests=args.requests,
-        concurrency=concurrency,
-        rate=None,
-        poisson=False,
-        prompt_len=args.prompt_len,
-        max_tokens=args.max_tokens,
-        warmup=2,
-        slo_ttft_ms=None,
-        slo_tpot_ms=None,
-        timeout=600,
-        seed=concurrency,
-    )
+    """engine.loadgen's closed loop at one concurrency, with its own defaults (2 warm-up requests)."""
+    load = loadgen_args(["--url", url, "--model", model, "--requests", str(args.requests),
+                         "--concurrency", str(concurrency), "--prompt-len", str(args.prompt_len),
+                         "--max-tokens", str(args.max_tokens), "--seed", str(concurrency)])  # fmt: skip
     results, wall = asyncio.run(run_load(load))
     return summarize(results, wall, load)
 

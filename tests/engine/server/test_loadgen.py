@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from engine.loadgen import main, run_load, summarize
+from engine.loadgen import main, parse_args, run_load, summarize
 
 pytestmark = pytest.mark.integration
 MODEL = "smollm2-135m-instruct"
@@ -66,9 +65,9 @@ def test_a_stale_keep_alive_connection_is_retried_once_and_counted() -> None:
     async def run() -> dict:
         listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
         port = listener.sockets[0].getsockname()[1]
-        args = argparse.Namespace(url=f"http://127.0.0.1:{port}", model="m", requests=4, concurrency=1, rate=None,
-                                  poisson=False, prompt_len=4, max_tokens=2, warmup=0, slo_ttft_ms=None,
-                                  slo_tpot_ms=None, timeout=10, seed=0)  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        args = parse_args(["--url", url, "--model", "m", "--requests", "4", "--concurrency", "1",
+                           "--prompt-len", "4", "--max-tokens", "2", "--warmup", "0", "--timeout", "10"])  # fmt: skip
         async with listener:
             results, wall = await run_load(args)
         return summarize(results, wall, args)
