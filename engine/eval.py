@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from engine.loader import CheckpointError, load, load_model
+from engine.progress import progress
 from engine.quant import QuantizationError, available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
 from engine.report_json import emit_json
@@ -52,7 +52,7 @@ class Scores:
 def score(model: Any, ids: list[int], context: int) -> Scores:
     """Windows scored independently (no state carried over), the way perplexity tables are usually reported."""
     nll, predicted, argmax = 0.0, 0, []
-    for window in tqdm(windows(ids, context), desc="eval", unit="window", leave=False):
+    for window in progress(windows(ids, context), desc="eval", unit="window", leave=False):
         logits = model.score(window)[:-1].float()
         targets = torch.tensor(window[1:])
         nll += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()

@@ -7,10 +7,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from engine.engine import EngineConfig, LLMEngine
 from engine.outputs import RequestOutput, StreamDelta
+from engine.progress import progress
 from engine.sampling import SamplingParams
 
 Prompt = str | list[int]
@@ -41,7 +40,7 @@ class LLM:
         if len(params) != len(prompts):
             raise ValueError(f"got {len(params)} sampling params for {len(prompts)} prompts")
         ids = [self.engine.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
-        with tqdm(total=len(ids), desc="generate", disable=not use_tqdm) as bar:
+        with progress(total=len(ids), desc="generate", disable=not use_tqdm) as bar:
             done = 0
             while self.engine.has_unfinished_requests():
                 self.engine.step()

@@ -4,6 +4,7 @@ python -m gates evaluate [--profile ci] [--metrics FILE ...] [--out reports/]   
 python -m gates check reports/decision.json      # re-verify; exit 0 only for a verified Scenario A
 python -m gates show reports/decision.json       # print every criterion
 python -m gates github reports/decision.json     # the run's summary page and ::error annotations (CI)
+python -m gates compare OLD NEW                  # new failures, fixed checks, metric moves (files or MLflow runs)
 python -m gates baseline update                  # write baselines/<profile>-<model>.json with provenance
 
 `check` exits 0 for a verified A, 1 for a verified B/C/INVALID, 3 when the decision cannot be trusted (evidence
@@ -23,6 +24,7 @@ import yaml
 from gates.baseline import update_baseline
 from gates.evidence import read_metrics_file
 from gates.github import publish
+from gates.history import NOISE_PCT, compare, load_decision
 from gates.report import full_listing, summary_lines
 from gates.run import SIGNOFF, GateInputs, run_gate
 from gates.verify import CheckOptions, verify
@@ -49,6 +51,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         params=params or None,
         out=args.out,
         context=dict(kv.split("=", 1) for kv in args.context),
+        previous=load_decision(str(args.previous)) if args.previous else None,
     )
     if args.plots is not None:
         inputs.plots = args.plots
@@ -82,6 +85,12 @@ def cmd_github(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """`compare`: what changed from one decision to another (decision.json paths or MLflow gate run ids)."""
+    print("\n".join(compare(args.old, args.new, args.noise_pct, args.tracking_uri)))
+    return 0
+
+
 def cmd_baseline(args: argparse.Namespace) -> int:
     """`baseline update`: the current evidence becomes the regression baseline, with its provenance."""
     params = _params()
@@ -106,6 +115,7 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--plots", type=Path, nargs="*", help="PNG plots for the report (default: plots/*.png)")
     ev.add_argument("--context", nargs="*", default=[], metavar="KEY=VALUE", help="extra facts for the report")
     ev.add_argument("--no-validate", dest="validate", action="store_false", help="skip Great Expectations (override)")
+    ev.add_argument("--previous", type=Path, help="an earlier decision.json, for the 'changed since' section")
     ev.add_argument("--out", type=Path, default=Path("reports"), help="output folder")
     ev.set_defaults(func=cmd_evaluate)
     ck = sub.add_parser("check", help="re-verify a decision; exit 0 only for a trusted Scenario A")
@@ -120,6 +130,12 @@ def parser() -> argparse.ArgumentParser:
     gh = sub.add_parser("github", help="write the decision to $GITHUB_STEP_SUMMARY and print annotations")
     gh.add_argument("decision", type=Path, help="reports/decision.json")
     gh.set_defaults(func=cmd_github)
+    cp = sub.add_parser("compare", help="what changed between two decisions")
+    cp.add_argument("old", help="the earlier decision: a decision.json path or an MLflow gate run id")
+    cp.add_argument("new", help="the later decision, likewise")
+    cp.add_argument("--noise-pct", type=float, default=NOISE_PCT, help="smallest metric move to list (%%)")
+    cp.add_argument("--tracking-uri", help="MLflow store for run ids (default: the project's mlruns/mlflow.db)")
+    cp.set_defaults(func=cmd_compare)
     bl = sub.add_parser("baseline", help="manage regression baselines")
     bl.add_argument("action", choices=["update"], help="update: write it from the current evidence")
     bl.add_argument("--profile", help="default: params.yaml's")

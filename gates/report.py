@@ -1,7 +1,8 @@
 """The release report: decision.json, then a Markdown and an HTML page (header and summary, then every criterion).
 
 Every criterion is listed, those outside the profile too (with what was measured, if anything). Statuses are
-words, not emoji (emoji render as empty boxes on machines without an emoji font).
+words with a colour and an inline SVG mark, never emoji (emoji render as empty boxes on machines without an emoji
+font). The HTML page is one self-contained file: inline CSS, plots as data URIs, no script, no web font.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gates.changes import change_lines, changes
 from gates.criteria import DIMENSIONS
 from gates.decision import Decision
 from gates.evaluate import CheckResult
@@ -24,7 +26,15 @@ table{border-collapse:collapse;width:100%;font-size:.85em}
 td,th{border:1px solid #ddd;padding:.3em;vertical-align:top}
 tr.FAIL{background:#ffebe9}tr.INVALID{background:#fff8c5}tr.PASS{background:#dafbe1}tr.NOT_IN_PROFILE{color:#57606a}
 img{max-width:100%}
+.status{white-space:nowrap;font-weight:600}.status svg{vertical-align:-2px;margin-right:.3em}
 """
+# A mark per status, drawn in SVG so it needs no font: tick, cross, exclamation, dash.
+MARKS = {
+    "PASS": ("#1a7f37", "<path d='M3 7l3 3 5-6' stroke='#fff' stroke-width='2' fill='none'/>"),
+    "FAIL": ("#cf222e", "<path d='M4 4l6 6M10 4l-6 6' stroke='#fff' stroke-width='2'/>"),
+    "INVALID": ("#9a6700", "<path d='M7 3v5M7 10v1.5' stroke='#fff' stroke-width='2'/>"),
+    "NOT_IN_PROFILE": ("#57606a", "<path d='M4 7h6' stroke='#fff' stroke-width='2'/>"),
+}
 COLUMNS = ["status", "check", "measured", "basis", "needs", "margin", "n", "note"]
 
 
@@ -97,6 +107,7 @@ def markdown(doc: dict[str, Any], plots: list[Path]) -> str:
         f"**{doc['summary']}.**",
         "",
         *[f"- {line}" for line in header_lines(doc)],
+        *[f"- {label}: <{url}>" for label, url in link_lines(doc)],
         "",
         f"PASS {counts['PASS']} · FAIL {counts['FAIL']} · INVALID {counts['INVALID']} (no evidence: never green) · "
         f"NOT_IN_PROFILE {counts['NOT_IN_PROFILE']} (listed below with what was measured)",
@@ -104,6 +115,10 @@ def markdown(doc: dict[str, Any], plots: list[Path]) -> str:
         "## Top reasons",
         "",
         *([f"- {reason}" for reason in doc["top_reasons"]] or ["- none: every criterion this profile judges passed"]),
+        "",
+        "## Changed since the previous decision",
+        "",
+        *[f"- {line}" for line in change_lines(doc.get("changes"))],
     ]
     for dim in DIMENSIONS:
         rows = [c for c in doc["checks"] if c["dimension"] == dim]
@@ -116,20 +131,43 @@ def markdown(doc: dict[str, Any], plots: list[Path]) -> str:
     return "\n".join(out) + "\n"
 
 
-def html_page(doc: dict[str, Any], plots: list[Path]) -> str:
-    """release_report.html: the same, self-contained (plots inlined)."""
-    colour = {"A": "#1a7f37", "B": "#9a6700", "C": "#cf222e"}.get(doc["scenario"], "#57606a")
+def status_html(status: str) -> str:
+    """A status as its word in its colour after an inline SVG mark."""
+    colour, mark = MARKS.get(status, MARKS["NOT_IN_PROFILE"])
+    svg = (
+        "<svg width='14' height='14' viewBox='0 0 14 14' aria-hidden='true'>"
+        f"<circle cx='7' cy='7' r='7' fill='{colour}'/>{mark}</svg>"
+    )
+    return f"<span class='status' style='color:{colour}'>{svg}{html.escape(status)}</span>"
+
+
+def link_lines(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, URL) of the runs behind this decision: the MLflow run and the Prefect flow run, when known."""
+    links = doc["context"].get("links") or {}
+    return [(label, url) for label, url in links.items() if url]
+
+
+def _html_sections(doc: dict[str, Any]) -> str:
+    """One table per dimension, each row led by its status mark."""
     sections = []
     for dim in DIMENSIONS:
         rows = [c for c in doc["checks"] if c["dimension"] == dim]
         if not rows:
             continue
         body = "".join(
-            f"<tr class='{r['status']}'>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)) + "</tr>"
+            f"<tr class='{r['status']}'><td>{status_html(r['status'])}</td>"
+            + "".join(f"<td>{html.escape(c)}</td>" for c in cells(r)[1:])
+            + "</tr>"
             for r in rows
         )
         head = "".join(f"<th>{c}</th>" for c in COLUMNS)
-        sections.append(f"<h2>{dim.capitalize()}</h2><table><tr>{head}</tr>{body}</table>")
+        sections.append(f"<h2 id='{dim}'>{dim.capitalize()}</h2><table><tr>{head}</tr>{body}</table>")
+    return "".join(sections)
+
+
+def html_page(doc: dict[str, Any], plots: list[Path]) -> str:
+    """release_report.html: the same, self-contained (plots inlined)."""
+    colour = {"A": "#1a7f37", "B": "#9a6700", "C": "#cf222e"}.get(doc["scenario"], "#57606a")
     images = "".join(
         f"<figure><img alt='{p.stem}' src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}'>"
         f"<figcaption>{p.stem}</figcaption></figure>"
@@ -137,12 +175,18 @@ def html_page(doc: dict[str, Any], plots: list[Path]) -> str:
     )
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in doc["top_reasons"]) or "<li>none</li>"
     header = "".join(f"<li>{html.escape(line)}</li>" for line in header_lines(doc))
-    counts = " · ".join(f"{k} {v}" for k, v in doc["counts"].items())
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Release gate: Scenario {doc["scenario"]}</title>
+    header += "".join(
+        f"<li>{label}: <a href='{html.escape(url)}'>{html.escape(url)}</a></li>" for label, url in link_lines(doc)
+    )
+    counts = " · ".join(f"{status_html(k)} {v}" for k, v in doc["counts"].items())
+    changed = "".join(f"<li>{html.escape(line)}</li>" for line in change_lines(doc.get("changes")))
+    title = f"Release gate: Scenario {doc['scenario']}"
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>{STYLE}.badge{{background:{colour}}}</style>
-</head><body><h1>Release gate: <span class="badge">Scenario {doc["scenario"]}</span></h1>
+</head><body><h1>Release gate: <span class="badge" id="verdict">Scenario {doc["scenario"]}</span></h1>
 <p><b>{html.escape(doc["summary"])}.</b></p><ul>{header}</ul><p>{counts}</p>
-<h2>Top reasons</h2><ul>{reasons}</ul>{"".join(sections)}{images}</body></html>
+<h2>Top reasons</h2><ul>{reasons}</ul><h2 id="changes">Changed since the previous decision</h2><ul>{changed}</ul>
+{_html_sections(doc)}{images}</body></html>
 """
 
 
@@ -154,11 +198,13 @@ def write_reports(
     evidence: dict[str, Any],
     context: dict[str, Any],
     plots: list[Path],
+    previous: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Stamp the decision with its time and commit, write decision.json and both reports; returns the document."""
     gate = {**gate, "created": now_utc(), "git_sha": git_head(), "git_dirty": git_dirty()}
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = decision_document(decision, results, gate, evidence, context)
+    doc["changes"] = changes(previous, doc) if previous else None
     (out_dir / "decision.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out_dir / "release_report.md").write_text(markdown(doc, plots))
     (out_dir / "release_report.html").write_text(html_page(doc, plots))

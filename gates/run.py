@@ -52,6 +52,7 @@ class GateInputs:
     plots: list[Path] = field(default_factory=lambda: sorted(PLOTS.glob("*.png")))
     out: Path = Path("reports")
     context: dict[str, Any] = field(default_factory=dict)
+    previous: dict[str, Any] | None = None  # the last decision, for the report's "changed since" section
 
 
 @dataclass
@@ -138,4 +139,6 @@ def run_gate(inputs: GateInputs) -> dict[str, Any]:
     j = judge(inputs)
     plots = [p for p in inputs.plots if p.is_file()]
     evidence = {f.path: f.record() for f in j.evidence}
-    return write_reports(inputs.out, j.decision, j.results, j.gate, evidence, inputs.context, plots)
+    return write_reports(
+        inputs.out, j.decision, j.results, j.gate, evidence, inputs.context, plots, previous=inputs.previous
+    )

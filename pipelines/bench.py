@@ -119,7 +119,7 @@ def bench_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     one = next((r for r in rows if r["batch"] == 1), None)
     bench: dict[str, Any] = {}
     for r in rows:
-        bench[f"batch{r['batch']}"] = {k: v for k, v in r.items() if k not in ("system", "batch", "runs")}
+        bench[f"batch{r['batch']}"] = {k: v for k, v in r.items() if k not in ("system", "batch")}
         if one and r["batch"] != 1:
             bench[f"batch{r['batch']}_vs_batch1"] = r["decode_tok_s"] / one["decode_tok_s"]
     metrics = {"bench": bench, "latency": {k: lat[k] for k in ("ttft_ms", "itl_ms")}, "memory": mem}

@@ -12,16 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import torch
 import yaml
 from omegaconf.errors import OmegaConfBaseException
 from prefect import tags
 from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
 
 from engine.bench import cpu_name
 from gates.provenance import git_dirty, git_head, now_utc, sha256_file, sha256_json, sha256_tree
 from gates.stages import param_value, stage_named
 from pipelines.config import PARAMS, TollgateConf, load_params
+from pipelines.live_server import ServerStartError
+from pipelines.prefect_parent import label_tags, run_stage_flow
 
 # Stage inputs and outputs are relative to the working directory: the project root where `dvc repro` runs.
 PLOTS = Path("plots")
@@ -114,6 +118,24 @@ def bench_args(p: TollgateConf, checkpoint: Path) -> argparse.Namespace:
     )
 
 
+# What a second try can fix: a server that did not come up, a connection that broke.
+TRANSIENT_ERRORS = (ConnectionError, TimeoutError, httpx.TransportError, ServerStartError)
+
+
+def transient_only(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: retry a transient failure only, so a wrong answer or a crash fails at once."""
+    return isinstance(state.data, TRANSIENT_ERRORS)
+
+
+# Task options for the steps that start servers or talk to them: two more tries, 5 s then 10 s (+-50% jitter).
+TRANSIENT_RETRIES: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=5),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": transient_only,
+}
+
+
 def run_labels(p: TollgateConf) -> list[str]:
     """What a run served: profile, model, quantization, cluster scenario and short commit."""
     return [p.profile.name, p.model.name, p.quant.name, p.cluster.name, git_head()[:7]]
@@ -142,8 +164,8 @@ def stage_cli(name: str, flow: Callable[[str], Any], description: str, argv: lis
     torch.set_num_threads(p.profile.threads)
     labels = run_labels(p)
     try:
-        with tags(*(f"{k}:{v}" for k, v in zip(("profile", "model", "quant", "cluster", "git"), labels, strict=True))):
-            flow(args.params)
+        with tags(*label_tags(labels)):
+            run_stage_flow(flow, args.params, labels)
     except Exception as exc:  # the flow already logged the traceback: end with one clear line and exit 1
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger, task
 
 from engine.bench import percentiles
 from pipelines import fault_trials
-from pipelines.common import now_utc, stage_run_name, write_metrics
+from pipelines.common import TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
 from pipelines.config import QuantConf, TollgateConf, load_params
 from pipelines.fault_proxy import FaultProxy, NetworkFaults
 from pipelines.live_server import running, running_router, running_server, serving
@@ -29,7 +29,7 @@ MEMORY_LIMIT = 32, 2000  # MiB of address space granted beyond the server's own,
 HOLDS = 8  # the overload server runs 4 sequences and queues 4; twice that many clients overload it
 
 
-@task(retries=1, retry_delay_seconds=5)
+@task(**TRANSIENT_RETRIES)
 def served_faults(p: TollgateConf) -> dict[str, list[dict[str, Any]]]:
     """Invalid input on the pipeline's server; rate limiting on one that queues a single request; out of memory
     mid-stream, injected into the engine and for real under an address-space limit; twice the load a small server
@@ -49,7 +49,7 @@ def served_faults(p: TollgateConf) -> dict[str, list[dict[str, Any]]]:
     return {"invalid_input": invalid, "rate_limiting": limited, "out_of_memory": oom, "overload": overload}
 
 
-@task
+@task(**TRANSIENT_RETRIES)
 def node_failures(p: TollgateConf) -> list[dict[str, Any]]:
     """A replica SIGKILLed with streams in flight, `trials` times, behind one router."""
     model, f = Path(p.model.path).name, p.profile.faults
@@ -61,7 +61,7 @@ def node_failures(p: TollgateConf) -> list[dict[str, Any]]:
         return trials
 
 
-@task
+@task(**TRANSIENT_RETRIES)
 def network_faults(p: TollgateConf) -> list[dict[str, Any]]:
     """Two replicas behind a router; the path to one delays, resets and drops requests (pipelines/fault_proxy)."""
     model, faults = Path(p.model.path).name, NetworkFaults()

@@ -18,12 +18,16 @@ from pipelines.config import TollgateConf
 STARTUP_TIMEOUT_S = 300
 
 
+class ServerStartError(RuntimeError):
+    """A server process that exited before it became healthy (a busy port, a slow disk: worth one more try)."""
+
+
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
     """Poll /health until 200; raises if the process exits or the time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before becoming healthy")
+            raise ServerStartError(f"server exited with code {proc.returncode} before becoming healthy")
         try:
             if httpx.get(f"{url}/health", timeout=5).status_code == 200:
                 return
@@ -109,7 +113,7 @@ def wait_replicas(url: str, proc: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"router exited with code {proc.returncode}")
+            raise ServerStartError(f"router exited with code {proc.returncode}")
         if all(r["healthy"] for r in httpx.get(f"{url}/admin/replicas", timeout=5).json()):
             return
         time.sleep(0.5)

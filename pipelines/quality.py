@@ -27,7 +27,7 @@ from prefect import flow, get_run_logger, task
 from engine import LLM, SamplingParams
 from engine.eval import score
 from gates.validate import ephemeral_batch
-from pipelines.common import now_utc, stage_run_name, write_metrics
+from pipelines.common import TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_server
 from pipelines.references import build_reference, eval_ids, perplexity_key, reference_path
@@ -109,7 +109,7 @@ def offline_checks(p: TollgateConf, ref: dict[str, Any]) -> tuple[dict[str, Any]
     return metrics, [o.outputs[0].text for o in outputs]
 
 
-@task
+@task(**TRANSIENT_RETRIES)
 def served_checks(p: TollgateConf, ref: dict[str, Any], offline_texts: list[str]) -> dict[str, Any]:
     """The same greedy prompts over the OpenAI API must give the offline engine's text."""
     greedy = ref["greedy"]

@@ -16,12 +16,12 @@ from prefect import flow, get_run_logger, task
 
 from engine.loadgen import run_load, summarize
 from pipelines.api_probe import probe
-from pipelines.common import now_utc, stage_run_name, write_metrics
+from pipelines.common import TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_server
 
 
-@task(retries=1, retry_delay_seconds=5)
+@task(**TRANSIENT_RETRIES)
 def serve_and_measure(p: TollgateConf) -> dict[str, Any]:
     """Server up, load, probes, server down (always)."""
     s = p.profile.serve

@@ -25,10 +25,12 @@ import httpx
 import openai
 
 from engine.bench import proc_status_mb
+from engine.progress import progress
 from pipelines.live_server import greedy_texts, kv_usage
 
 STALL_S = 30.0
 CONCURRENCY = 4
+SOAK_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}]"
 GREEDY = [f"Fact {i}: the capital of" for i in range(3)]
 
 
@@ -174,7 +176,7 @@ class Soak:
 
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
-    async def sampler(self, journal: Journal, interval_s: float, start: float, deadline: float) -> None:
+    async def sampler(self, journal: Journal, interval_s: float, start: float, deadline: float, bar: Any) -> None:
         last = start
         while (now := time.monotonic()) < deadline + interval_s:
             await asyncio.sleep(max(0.0, min(interval_s - (now - last), deadline - now + 0.01)))
@@ -182,6 +184,7 @@ class Soak:
             if self.in_flight and now - self.last_progress > STALL_S:
                 self.stalled()
             journal.append(self.now.record(now - last, await asyncio.to_thread(self.rss)))
+            bar.update(min(now - last, bar.total - bar.n))
             self.now, last = Interval(), now
             if now >= deadline:
                 return
@@ -196,7 +199,8 @@ class Soak:
     async def run(self, journal: Journal, seconds: float, interval_s: float) -> None:
         start = time.monotonic()
         deadline = start + seconds
-        await asyncio.gather(self.clients(deadline), self.sampler(journal, interval_s, start, deadline))
+        with progress(total=seconds, desc="soak", unit="s", bar_format=SOAK_BAR) as bar:
+            await asyncio.gather(self.clients(deadline), self.sampler(journal, interval_s, start, deadline, bar))
 
 
 def kv_in_use(url: str) -> float:

@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from scipy import stats
 
 from gates.provenance import git_head, sha256_json
-from pipelines.common import REPORTS, now_utc, stage_run_name, write_metrics
+from pipelines.common import REPORTS, TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_router
 from pipelines.soak import Journal, Soak, kv_in_use
@@ -55,7 +55,7 @@ def journal_for(p: TollgateConf) -> Journal:
     return Journal(JOURNAL, {"git_sha": git_head(), "settings": sha256_json(settings)})
 
 
-@task(retries=2, retry_delay_seconds=10)
+@task(**TRANSIENT_RETRIES)
 def segment(p: TollgateConf) -> float:
     """Soak until the journal holds the profile's duration; returns the KV share still in use once idle."""
     s, journal = p.profile.stress, journal_for(p)

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from engine.attention import AttentionMetadata
+from engine.progress import progress
 from engine.quant.base import QuantizationError, QuantStrategy
 
 DEFAULT_CALIBRATION = "data/wikitext-2/valid.txt"  # wikitext-2 valid: calibration; test: evaluation
@@ -93,7 +93,7 @@ def collect_stats(model: nn.Module, batches: list[list[int]]) -> dict[str, Layer
     handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
     device = next(model.parameters()).device
     try:
-        for batch in tqdm(batches, desc="calibrate", unit="batch", leave=False):
+        for batch in progress(batches, desc="calibrate", unit="batch", leave=False):
             ids = torch.tensor(batch, device=device)
             model(ids, torch.arange(len(batch), device=device), AttentionMetadata.no_cache([len(batch)]))
     finally:

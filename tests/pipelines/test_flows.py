@@ -17,7 +17,13 @@ from pipelines.stress import rss_trend
 from tests.conftest import ROOT
 
 METRICS = {  # stage -> its evidence
-    "bench": {"bench": {"batch1": {"decode_tok_s": 20.0}, "batch4_vs_batch1": 3.2, "batch8_vs_batch1": 5.5}},
+    "bench": {
+        "bench": {
+            "batch1": {"decode_tok_s": 20.0, "runs": [{"decode_tok_s": v} for v in (19.0, 20.0, 21.0)]},
+            "batch4_vs_batch1": 3.2,
+            "batch8_vs_batch1": 5.5,
+        }
+    },
     "codecheck": {"code": {"compile_warnings": 0, "static_analysis_violations": 0, "complexity_max": 9}},
 }
 
@@ -63,6 +69,30 @@ def test_gate_flow_writes_the_decision_and_an_mlflow_run(prefect_harness, projec
     assert "INVALID" in parent.data.tags["mlflow.note.content"]  # the run page's description: the verdict
     experiment = mlflow.get_experiment_by_name("tollgate-release-gate")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # opens on the runs table
+    history = mlflow.MlflowClient().get_metric_history(bench.info.run_id, "bench.batch1.runs.decode_tok_s")
+    assert [(m.step, m.value) for m in history] == [(0, 19.0), (1, 20.0), (2, 21.0)]  # repetitions as steps
+    assert f"/runs/{parent.info.run_id}" in Path("reports/release_report.html").read_text()  # linked back
+
+
+def test_the_next_gate_run_reports_what_changed_since_the_last(prefect_harness, project: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    from pipelines.gate import gate_flow
+
+    first = gate_flow("params.yaml")
+    assert json.loads(Path("reports/decision.json").read_text())["changes"] is None  # nothing before it
+    slower = {"bench": {**METRICS["bench"]["bench"], "batch4_vs_batch1": 1.5}}
+    write_metrics("bench", slower, "params.yaml", now_utc())
+    gate_flow("params.yaml")
+    diff = json.loads(Path("reports/decision.json").read_text())["changes"]
+    assert {"id": "perf.batching.batch4_vs_batch1", "before": "PASS", "after": "FAIL"} in diff["new_failures"]
+    assert diff["previous"]["scenario"] == first["scenario"]
+    html = Path("reports/release_report.html").read_text()
+    assert "new failure: perf.batching.batch4_vs_batch1 (PASS -&gt; FAIL)" in html
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts(limit=50)
+    decision = next(a for a in artifact if a.key == "release-decision")
+    assert decision.type == "markdown" and "perf.batching.batch4_vs_batch1" in decision.data
 
 
 def test_a_failing_task_fails_its_flow(prefect_harness, project: Path) -> None:
@@ -144,3 +174,75 @@ def test_stage_runs_are_named_and_tagged_for_what_they_served(prefect_harness, p
         (run,) = client.read_flow_runs(limit=1, sort=FlowRunSort.START_TIME_DESC)
     assert run.name.startswith("gate · ci · tiny-random · ")  # not Prefect's random "hospitable-galago"
     assert {"profile:ci", "model:tiny-random"} <= set(run.tags)
+
+
+def test_the_stages_of_one_repro_are_subflows_of_one_pipeline_run(
+    prefect_harness, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from pipelines.common import stage_cli
+    from pipelines.gate import gate_flow
+
+    monkeypatch.setenv("TOLLGATE_PIPELINE_RUN", "test-repro-1")
+    for _ in range(2):  # two stages of one repro (the gate twice: the cheapest stage to run here)
+        assert stage_cli("gate", gate_flow, "", ["--params", "params.yaml"]) == 0
+    with get_client(sync_client=True) as client:
+        tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=["pipeline:test-repro-1"]))
+        (parent,) = client.read_flow_runs(flow_run_filter=tagged)
+        children = [
+            r
+            for r in client.read_flow_runs(limit=200)
+            if r.parent_task_run_id and client.read_task_run(r.parent_task_run_id).flow_run_id == parent.id
+        ]
+    assert parent.name.startswith("release_gate · ci · tiny-random · ") and parent.state.is_completed()
+    assert len(children) == 2
+    assert all(r.name.startswith("gate · ci · tiny-random · ") and r.state.is_completed() for r in children)
+    assert {"profile:ci", "model:tiny-random"} <= set(parent.tags) & set(children[0].tags)
+
+
+def test_a_failing_stage_fails_the_pipeline_run(
+    prefect_harness, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from pipelines.common import stage_cli
+
+    @flow(name="broken")
+    def broken_flow(params_path: str = "params.yaml") -> None:
+        raise ConnectionError("the server went away")
+
+    monkeypatch.setenv("TOLLGATE_PIPELINE_RUN", "test-repro-2")
+    assert stage_cli("broken", broken_flow, "", ["--params", "params.yaml"]) == 1
+    with get_client(sync_client=True) as client:
+        tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=["pipeline:test-repro-2"]))
+        (parent,) = client.read_flow_runs(flow_run_filter=tagged)
+    assert parent.state.is_failed() and "the server went away" in parent.state.message
+
+
+def test_server_steps_retry_a_transient_failure_and_nothing_else(prefect_harness) -> None:
+    from prefect import flow, task
+
+    from pipelines.common import TRANSIENT_RETRIES
+
+    calls: list[str] = []
+
+    @task(**{**TRANSIENT_RETRIES, "retry_delay_seconds": 0})
+    def flaky(error: type[Exception]) -> str:
+        calls.append(error.__name__)
+        if len(calls) == 1:
+            raise error("first try")
+        return "ok"
+
+    @flow
+    def run(error: type[Exception]) -> str:
+        return flaky(error)
+
+    assert run(ConnectionError) == "ok" and calls == ["ConnectionError", "ConnectionError"]
+    calls.clear()
+    with pytest.raises(ValueError, match="first try"):  # a wrong answer is not retried until it passes
+        run(ValueError)
+    assert calls == ["ValueError"]

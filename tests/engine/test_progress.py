@@ -1,0 +1,23 @@
+"""Progress off a terminal: whole lines with counts and ETA, never a carriage-return bar."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import progress as progress_module
+from engine.progress import progress
+
+
+def test_a_ci_log_gets_one_line_per_interval_and_a_final_one(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress_module, "LOG_EVERY_S", 0.0)
+    assert list(progress(range(4), desc="calibrate", unit="batch")) == [0, 1, 2, 3]
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and all(line.startswith("progress: calibrate:") for line in lines)
+    assert len(lines) >= 2 and "4/4" in lines[-1] and "100%" in lines[-1]
+
+
+def test_the_default_interval_keeps_a_short_loop_to_its_last_line(capsys) -> None:
+    list(progress(range(1000), desc="eval", unit="window"))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("progress: eval: 100%") and "1000/1000" in lines[-1] and len(lines) <= 2
