@@ -3,6 +3,8 @@
     python -m engine.loadgen --url http://127.0.0.1:8000 --model smollm2-135m-instruct --requests 64 \\
         --concurrency 8 --prompt-len 256 --max-tokens 128 --out reports/loadgen.json
     python -m engine.loadgen ... --rate 2 --poisson            # open loop: 2 requests/s, exponential gaps
+    python -m engine.loadgen mlperf --url ... --scenario server --qps 0.5   # MLPerf LoadGen judges it
+    python -m engine.loadgen sweep --url ... --slo-ttft-ms 700 --slo-tpot-ms 200   # the maximum sustainable rate
 
 Definitions (DESIGN.md): TTFT = request sent → first token received; TPOT = (e2e − TTFT) / (output tokens − 1);
 ITL = every gap between streamed chunks; percentiles are rank-based with n. Prompts are random token ids of
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,10 @@ import httpx
 
 from engine.bench import percentiles
 from engine.report_json import emit_json
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass
@@ -44,9 +52,15 @@ class RequestResult:
         return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1)
 
 
-async def one_request(client: httpx.AsyncClient, args: argparse.Namespace, prompt: list[int]) -> RequestResult:
+async def one_request(
+    client: httpx.AsyncClient,
+    args: argparse.Namespace,
+    prompt: list[int],
+    on_first_token: Callable[[], None] = _nothing,
+) -> RequestResult:
     """One streamed completion, timed from the first send; a keep-alive connection the server had already closed
-    (no response at all) is retried once on a fresh one, as browsers and urllib3 do, and counted."""
+    (no response at all) is retried once on a fresh one, as browsers and urllib3 do, and counted. `on_first_token`
+    runs when the first token arrives (MLPerf LoadGen's first-token report)."""
     body = {
         "model": args.model,
         "prompt": prompt,
@@ -60,12 +74,12 @@ async def one_request(client: httpx.AsyncClient, args: argparse.Namespace, promp
     result = RequestResult(status=0)
     try:
         try:
-            await _stream(client, args, body, start, result)
+            await _stream(client, args, body, start, result, on_first_token)
         except httpx.RemoteProtocolError:
             if result.status:  # the server answered, then broke off: a real failure
                 raise
             result.stale_retries += 1
-            await _stream(client, args, body, start, result)
+            await _stream(client, args, body, start, result, on_first_token)
     except httpx.HTTPError:
         result.status = result.status or -1
         return result
@@ -75,7 +89,12 @@ async def one_request(client: httpx.AsyncClient, args: argparse.Namespace, promp
 
 
 async def _stream(
-    client: httpx.AsyncClient, args: argparse.Namespace, body: dict[str, Any], start: float, result: RequestResult
+    client: httpx.AsyncClient,
+    args: argparse.Namespace,
+    body: dict[str, Any],
+    start: float,
+    result: RequestResult,
+    on_first_token: Callable[[], None],
 ) -> None:
     last = None
     async with client.stream("POST", f"{args.url}/v1/completions", json=body) as r:
@@ -94,6 +113,7 @@ async def _stream(
                 continue
             if last is None:
                 result.ttft_s = now - start
+                on_first_token()
             else:
                 result.itl_s.append(now - last)
             last = now
@@ -169,6 +189,9 @@ def latency_percentiles(ok: list[RequestResult]) -> dict[str, dict[str, float | 
     }
 
 
+SUBCOMMANDS = {"mlperf": "engine.loadgen_mlperf", "sweep": "engine.loadgen_sweep"}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
@@ -195,7 +218,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: run the load and write the summary; exit 1 if no request completed."""
+    """CLI entry point: run the load and write the summary; exit 1 if no request completed. `mlperf` and `sweep`
+    are subcommands with their own --help."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     args = parse_args(argv)
     results, wall = asyncio.run(run_load(args))
     summary = {

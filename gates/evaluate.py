@@ -35,7 +35,7 @@ class Evidence:
 
     value: float | None
     n: int | None = None
-    invalid_reason: str | None = None  # set when validation rejected it
+    invalid_reason: str | None = None  # set when validation rejected it, or its stage declared it invalid
     source: str | None = None  # the evidence file it was read from
     basis: str = "measured"  # measured | derived | formula | declared
     hardware: dict[str, str] | None = None  # the producing stage's hardware fingerprint
@@ -142,7 +142,7 @@ def _check(c: Criterion, evidence: dict[str, Evidence], rules: ProfileRules, unm
         why = f"no stage measures it yet: {unmeasured[c.metric]}" if c.metric in unmeasured else "not measured"
         return INVALID, None, None, f"no evidence: metric {c.metric!r} {why}"
     if ev.invalid_reason:
-        return INVALID, ev.value, ev.n, f"evidence failed validation: {ev.invalid_reason}"
+        return INVALID, ev.value, ev.n, f"evidence invalid: {ev.invalid_reason}"
     value, n, note = float(ev.value), ev.n, ""
     if c.kind in ("percentile", "trend"):
         outcome = _sampled(value, n, rules)

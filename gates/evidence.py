@@ -91,9 +91,22 @@ def read_evidence_file(path: Path, stages: list[Stage]) -> tuple[EvidenceFile, d
     foreign = [k for k in flat if not stage.owner_of(k)]
     if foreign:
         raise EvidenceError(f"{path}: stage {stage.name!r} does not own {foreign[:5]} (dvc.yaml meta.owns)")
+    invalid = declared_invalid(path, doc)
     for key, ev in flat.items():
         ev.source, ev.basis, ev.hardware = str(path), stage.basis_of(key), provenance.get("hardware")
+        reason = next((why for prefix, why in invalid.items() if key == prefix or key.startswith(prefix + ".")), None)
+        if reason is not None:
+            ev.invalid_reason = f"stage {stage.name} declares it invalid: {reason}"
     return info, flat
+
+
+def declared_invalid(path: Path, doc: dict[str, Any]) -> dict[str, str]:
+    """A stage's own `_invalid: {key prefix: reason}`: measurements it knows not to trust (say, a LoadGen run
+    that LoadGen itself ruled INVALID). It can only turn its own evidence INVALID, never make anything pass."""
+    invalid = doc.get("_invalid") or {}
+    if not isinstance(invalid, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in invalid.items()):
+        raise EvidenceError(f"{path}: _invalid must map key prefixes to reasons (strings)")
+    return invalid
 
 
 def collect(files: list[Path], stages: list[Stage]) -> tuple[dict[str, Evidence], list[EvidenceFile]]:

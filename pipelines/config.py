@@ -153,13 +153,26 @@ class FaultSettings:
 
 
 @dataclass
+class MlperfSettings:
+    """MLPerf LoadGen's Server run on the live server (engine.loadgen_mlperf): rate, minimums, constraints."""
+
+    qps: float
+    min_duration_s: float
+    min_queries: int
+    latency_percentile: float = 99.0
+    ttft_ms: float = 2000.0
+    tpot_ms: float = 200.0
+
+
+@dataclass
 class ServeSettings:
-    """Load on the live server: requests, concurrency, sizes and the goodput SLOs."""
+    """Load on the live server: requests, concurrency, sizes, the goodput SLOs and the LoadGen run."""
 
     requests: int
     concurrency: int
     prompt_len: int
     max_tokens: int
+    mlperf: MlperfSettings
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
 

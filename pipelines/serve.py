@@ -1,8 +1,12 @@
 """Stage `serve`: a real server under load (`python -m pipelines serve`).
 
-Starts `python -m engine.server` on a free loopback port, runs the load generator (streaming clients, TTFT /
-TPOT / ITL percentiles with n), probes OpenAI API coverage and error handling, stops the server. Writes
-metrics/serve.json (namespaces `serve`, `api`); the fault trials are the `faults` stage's.
+Starts `python -m engine.server` on a free loopback port, runs our load generator (streaming clients, TTFT /
+TPOT / ITL percentiles with n), then MLPerf LoadGen on the same server: its Server scenario (Poisson arrivals at
+the profile's QPS, VALID/INVALID from minimum duration, query count, the TTFT/TPOT constraints and early
+stopping), whose percentiles the latency criteria read, and its Offline scenario (all queries at once, the
+throughput figure). Probes OpenAI API coverage and error handling, stops the server. Writes metrics/serve.json
+(namespaces `serve`, `api`); an INVALID LoadGen run declares `serve.mlperf` invalid with LoadGen's reasons, so
+the latency checks turn INVALID saying why. LoadGen's own logs are kept in reports/mlperf/.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from engine.loadgen import run_load, summarize
+from engine.loadgen_mlperf import run_mlperf
 from pipelines.api_probe import probe
-from pipelines.common import TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
-from pipelines.config import TollgateConf, load_params
+from pipelines.common import REPORTS, TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
+from pipelines.config import MlperfSettings, TollgateConf, load_params
 from pipelines.live_server import running_server
 
 
@@ -47,7 +52,37 @@ def serve_and_measure(p: TollgateConf) -> dict[str, Any]:
         get_run_logger().info(
             "%d/%d requests, %.1f output tok/s", load["completed"], load["requests"], load["output_tok_s"]
         )
-        return {"serve": {**load, "concurrency": s.concurrency}, **probe(url, model)}
+        server = mlperf(load_args, s.mlperf, "server", s.mlperf.qps)
+        offline = mlperf(load_args, s.mlperf, "offline", max(load["request_throughput_rps"] * 1.2, 0.1))
+        serve = {**load, "concurrency": s.concurrency, "mlperf": server, "mlperf_offline": offline}
+        return {"serve": serve, **probe(url, model), **declared_invalid(server)}
+
+
+def mlperf(load: argparse.Namespace, m: MlperfSettings, scenario: str, qps: float) -> dict[str, Any]:
+    """One LoadGen test (engine.loadgen_mlperf) with the load's prompt and answer sizes."""
+    args = argparse.Namespace(
+        **{k: getattr(load, k) for k in ("url", "model", "prompt_len", "max_tokens", "timeout", "seed")},
+        scenario=scenario,
+        qps=qps,
+        min_duration_s=m.min_duration_s,
+        max_duration_s=0,
+        min_queries=m.min_queries,
+        latency_percentile=m.latency_percentile,
+        ttft_ms=m.ttft_ms,
+        tpot_ms=m.tpot_ms,
+        samples=64,
+        out_dir=REPORTS / "mlperf" / scenario,
+    )
+    summary = run_mlperf(args)
+    get_run_logger().info("LoadGen %s at %.3g QPS: %s %s", scenario, qps, summary["loadgen_result"], summary["reasons"])
+    return summary
+
+
+def declared_invalid(server: dict[str, Any]) -> dict[str, Any]:
+    """`_invalid` for the LoadGen numbers LoadGen itself did not accept, with its reasons."""
+    if server["valid"]:
+        return {}
+    return {"_invalid": {"serve.mlperf": f"MLPerf LoadGen {server['loadgen_result']}: {'; '.join(server['reasons'])}"}}
 
 
 @flow(name="serve", flow_run_name=stage_run_name)

@@ -214,6 +214,26 @@ def test_a_file_cannot_claim_another_stage(project: MiniProject, capsys) -> None
     assert "dvc.yaml gives it to 'quality'" in capsys.readouterr().err
 
 
+def test_a_stage_declaring_its_run_invalid_turns_its_checks_invalid_with_the_reason(project: MiniProject) -> None:
+    project.write_good_evidence()
+    latency = {"latency": {"itl_ms": {"p95": 50.0, "n": 30}}}
+    why = "MLPerf LoadGen INVALID: TPOT early stopping: Run unsuccessful."
+    project.write_metrics("bench", {**GOOD["bench"], **latency, "_invalid": {"latency": why}})
+    checks = {c["id"]: c for c in project.evaluate()["checks"]}
+    assert checks["p95"]["status"] == "INVALID" and why in checks["p95"]["note"]
+    assert checks["speed"]["status"] == PASS  # only the keys under the declared prefix
+
+
+def test_a_stage_cannot_invalidate_another_stage_s_evidence_or_send_garbage(project: MiniProject, capsys) -> None:
+    project.write_good_evidence()
+    project.write_metrics("quality", {**GOOD["quality"], "_invalid": {"bench": "sabotage"}})
+    checks = {c["id"]: c for c in project.evaluate()["checks"]}
+    assert checks["speed"]["status"] == PASS and checks["p95"]["status"] == PASS
+    project.write_metrics("quality", {**GOOD["quality"], "_invalid": ["quality"]})
+    assert main(["evaluate", "--profile", "ci"]) == BAD_INPUT
+    assert "_invalid must map key prefixes to reasons" in capsys.readouterr().err
+
+
 def test_two_stages_cannot_own_the_same_keys(project: MiniProject) -> None:
     dvc = project.root / "dvc.yaml"
     dvc.write_text(dvc.read_text().replace("owns: [quality]", "owns: [quality, bench.batch1]"))

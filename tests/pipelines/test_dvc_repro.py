@@ -34,6 +34,8 @@ OVERRIDES = [
     "profile.serve.concurrency=2",
     "profile.serve.prompt_len=16",
     "profile.serve.max_tokens=4",
+    "profile.serve.mlperf.min_duration_s=3",
+    "profile.serve.mlperf.min_queries=6",
     "profile.tests.paths=[tests/gates/test_decision.py]",  # the full suite runs this very test: no recursion
 ]
 
@@ -97,6 +99,28 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     assert (repro / "models" / "quant" / "tiny-random-gptq" / "quantization.json").is_file()
     assert "| gptq |" in (repro / "reports" / "quant_head_to_head.md").read_text()
     assert (repro / "reports" / "release_report.html").stat().st_size > 1000
+    mlperf = json.loads((repro / "metrics" / "serve.json").read_text())["serve"]["mlperf"]
+    assert mlperf["loadgen_result"] in {"VALID", "INVALID"} and mlperf["queries"] >= 6  # LoadGen ran the server
+    assert (repro / "reports" / "mlperf" / "server" / "mlperf_log_summary.txt").is_file()
+
+
+PIPELINE_RUNS = """
+from prefect.client.orchestration import get_client
+with get_client(sync_client=True) as c:
+    for r in c.read_flow_runs(limit=50):
+        parent = c.read_task_run(r.parent_task_run_id).flow_run_id if r.parent_task_run_id else None
+        print(r.id, parent, r.state.type.value, r.name, sep="|")
+"""
+
+
+def test_prefect_holds_the_repro_as_one_pipeline_run_with_every_stage_under_it(repro: Path) -> None:
+    env = {**os.environ, "PREFECT_HOME": str(repro / ".prefect")}
+    out = subprocess.run([sys.executable, "-c", PIPELINE_RUNS], env=env, capture_output=True, text=True, check=True)
+    runs = [line.split("|") for line in out.stdout.splitlines() if line.count("|") == 3]
+    (parent,) = [r for r in runs if r[1] == "None"]
+    assert parent[3].startswith("release_gate · ci · tiny-random · ") and parent[2] == "COMPLETED"
+    stages = {name.split(" · ")[0] for _, up, _, name in runs if up == parent[0]}
+    assert {"convert", "bench", "quality", "serve", "gate"} <= stages
 
 
 def test_every_criterion_is_measured_by_a_stage_or_listed_as_unmeasured(repro: Path) -> None:
