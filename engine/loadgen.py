@@ -44,6 +44,7 @@ class RequestResult:
     output_tokens: int = 0
     itl_s: list[float] = field(default_factory=list)
     stale_retries: int = 0
+    sent_at: float = 0.0  # perf_counter() when it was sent
 
     @property
     def tpot_s(self) -> float | None:
@@ -71,7 +72,7 @@ async def one_request(
         "stream_options": {"include_usage": True},
     }
     start = time.perf_counter()
-    result = RequestResult(status=0)
+    result = RequestResult(status=0, sent_at=start)
     try:
         try:
             await _stream(client, args, body, start, result, on_first_token)
@@ -149,9 +150,18 @@ async def run_load(args: argparse.Namespace) -> tuple[list[RequestResult], float
             tasks = []
             for p in work:
                 tasks.append(asyncio.create_task(one_request(client, args, p)))
-                await asyncio.sleep(rng.expovariate(args.rate) if args.poisson else 1.0 / args.rate)
+                await asyncio.sleep(gap(rng, args))
             results = list(await asyncio.gather(*tasks))
         return results, time.perf_counter() - start
+
+
+def gap(rng: random.Random, args: argparse.Namespace) -> float:
+    """Seconds to the next arrival: constant, Poisson (--poisson), or gamma with shape --burstiness (vLLM's bench
+    serve: < 1 burstier than Poisson, 1 is Poisson, > 1 more even; the mean rate stays --rate)."""
+    burstiness = getattr(args, "burstiness", None)
+    if burstiness:
+        return rng.gammavariate(burstiness, 1.0 / (args.rate * burstiness))
+    return rng.expovariate(args.rate) if args.poisson else 1.0 / args.rate
 
 
 def meets_slo(r: RequestResult, args: argparse.Namespace) -> bool:
@@ -201,6 +211,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     mode.add_argument("--concurrency", type=int, help="closed loop: this many requests in flight")
     mode.add_argument("--rate", type=float, help="open loop: requests per second")
     p.add_argument("--poisson", action="store_true", help="with --rate: exponential inter-arrival times")
+    p.add_argument("--burstiness", type=float, help="with --rate: gamma inter-arrival times of this shape (1: Poisson)")
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--warmup", type=int, default=2, help="unmeasured requests first")

@@ -165,6 +165,17 @@ class MlperfSettings:
 
 
 @dataclass
+class SweepSettings:
+    """The rate sweep on the live server (engine.loadgen_sweep): grid, repetitions, run length."""
+
+    rates: int
+    repetitions: int
+    duration_s: float
+    max_concurrency: int = 16
+    goodput_pct: float = 90.0
+
+
+@dataclass
 class ServeSettings:
     """Load on the live server: requests, concurrency, sizes, the goodput SLOs and the LoadGen run."""
 
@@ -173,6 +184,7 @@ class ServeSettings:
     prompt_len: int
     max_tokens: int
     mlperf: MlperfSettings
+    sweep: SweepSettings
     slo_ttft_ms: float | None = None
     slo_tpot_ms: float | None = None
 

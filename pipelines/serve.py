@@ -4,9 +4,10 @@ Starts `python -m engine.server` on a free loopback port, runs our load generato
 TPOT / ITL percentiles with n), then MLPerf LoadGen on the same server: its Server scenario (Poisson arrivals at
 the profile's QPS, VALID/INVALID from minimum duration, query count, the TTFT/TPOT constraints and early
 stopping), whose percentiles the latency criteria read, and its Offline scenario (all queries at once, the
-throughput figure). Probes OpenAI API coverage and error handling, stops the server. Writes metrics/serve.json
-(namespaces `serve`, `api`); an INVALID LoadGen run declares `serve.mlperf` invalid with LoadGen's reasons, so
-the latency checks turn INVALID saying why. LoadGen's own logs are kept in reports/mlperf/.
+throughput figure); then the rate sweep to the knee (engine.loadgen_sweep: reports/sweep.{json,html}), whose
+maximum sustainable rate the regression check reads. Probes OpenAI API coverage and error handling, stops the
+server. Writes metrics/serve.json (namespaces `serve`, `api`); an INVALID LoadGen run declares `serve.mlperf`
+invalid with LoadGen's reasons, so the latency checks turn INVALID saying why. LoadGen's logs: reports/mlperf/.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from prefect import flow, get_run_logger, task
 
 from engine.loadgen import run_load, summarize
 from engine.loadgen_mlperf import run_mlperf
+from engine.loadgen_sweep import html_page, sweep
 from pipelines.api_probe import probe
-from pipelines.common import REPORTS, TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
+from pipelines.common import REPORTS, TRANSIENT_RETRIES, now_utc, stage_run_name, write_json, write_metrics
 from pipelines.config import MlperfSettings, TollgateConf, load_params
 from pipelines.live_server import running_server
 
@@ -54,7 +56,8 @@ def serve_and_measure(p: TollgateConf) -> dict[str, Any]:
         )
         server = mlperf(load_args, s.mlperf, "server", s.mlperf.qps)
         offline = mlperf(load_args, s.mlperf, "offline", max(load["request_throughput_rps"] * 1.2, 0.1))
-        serve = {**load, "concurrency": s.concurrency, "mlperf": server, "mlperf_offline": offline}
+        knee = rate_sweep(load_args, p)
+        serve = {**load, "concurrency": s.concurrency, "mlperf": server, "mlperf_offline": offline, "sweep": knee}
         return {"serve": serve, **probe(url, model), **declared_invalid(server)}
 
 
@@ -76,6 +79,36 @@ def mlperf(load: argparse.Namespace, m: MlperfSettings, scenario: str, qps: floa
     summary = run_mlperf(args)
     get_run_logger().info("LoadGen %s at %.3g QPS: %s %s", scenario, qps, summary["loadgen_result"], summary["reasons"])
     return summary
+
+
+def rate_sweep(load: argparse.Namespace, p: TollgateConf) -> dict[str, Any]:
+    """The sweep to the knee (engine.loadgen_sweep): reports/sweep.{json,html}, and its answer as evidence."""
+    s, w = p.profile.serve, p.profile.serve.sweep
+    args = argparse.Namespace(
+        **{k: getattr(load, k) for k in ("url", "model", "prompt_len", "max_tokens", "timeout", "seed")},
+        slo_ttft_ms=s.slo_ttft_ms,
+        slo_tpot_ms=s.slo_tpot_ms,
+        goodput_pct=w.goodput_pct,
+        rates=w.rates,
+        repetitions=w.repetitions,
+        duration_s=w.duration_s,
+        max_concurrency=w.max_concurrency,
+        poisson=True,
+        burstiness=None,
+    )
+    doc = sweep(args)
+    write_json(REPORTS / "sweep.json", doc)
+    (REPORTS / "sweep.html").write_text(html_page(doc))
+    low, high = doc["achieved_rps_interval"] or [0.0, 0.0]
+    return {
+        "max_sustainable_rps": doc["max_sustainable_rps"] or 0.0,  # none sustainable: 0, a regression to fail
+        "achieved_rps_low": low,
+        "achieved_rps_high": high,
+        "synchronous_rps": doc["synchronous"]["achieved_rps"],
+        "throughput_rps": doc["throughput"]["achieved_rps"],
+        "rates_tried": len(doc["rates"]),
+        "n": doc["n"],
+    }
 
 
 def declared_invalid(server: dict[str, Any]) -> dict[str, Any]:

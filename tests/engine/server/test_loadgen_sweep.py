@@ -1,0 +1,51 @@
+"""The rate sweep: it ends by itself with a maximum sustainable rate, its interval, an HTML curve and a diff."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.loadgen_sweep import interval, main, saturation
+
+MODEL = "smollm2-135m-instruct"
+
+
+@pytest.mark.integration
+def test_a_sweep_finds_the_knee_and_writes_json_html_and_a_baseline_diff(live, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sweep.json"
+    args = ["--url", live.url, "--model", MODEL, "--slo-ttft-ms", "5000", "--slo-tpot-ms", "1000", "--rates", "2"]
+    args += ["--repetitions", "2", "--duration-s", "1.5", "--max-concurrency", "4", "--prompt-len", "16"]
+    assert main([*args, "--max-tokens", "4", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["max_sustainable_rps"] > 0 and doc["n"] > 0
+    low, high = doc["achieved_rps_interval"]
+    assert low <= high and doc["rates"][0]["target_rps"] == pytest.approx(doc["synchronous"]["achieved_rps"])
+    assert all(len(r["repetitions"]) == 2 for r in doc["rates"])
+    assert "maximum sustainable rate:" in capsys.readouterr().out.splitlines()[-1]
+    page = out.with_suffix(".html").read_text()
+    assert 'id="knee"' in page and "<svg" in page and "achieved (95% CI)" in page
+    again = tmp_path / "again.json"
+    assert main([*args, "--max-tokens", "4", "--baseline", str(out), "--out", str(again)]) == 0
+    assert json.loads(again.read_text())["baseline"]["max_sustainable_rps"] == doc["max_sustainable_rps"]
+
+
+def test_a_rate_the_server_cannot_keep_up_with_is_over_saturated() -> None:
+    behind = [{"achieved_rps": 4.0, "ttft_rise": 1.0, "in_flight_rise": 1.0}] * 3
+    assert saturation(behind, 5.0) == ["completion rate below 0.98 of the target"]
+    queueing = [{"achieved_rps": 5.0, "ttft_rise": 2.0, "in_flight_rise": 1.5}] * 3
+    assert saturation(queueing, 5.0) == ["TTFT and requests in flight both rising"]
+    assert saturation([{"achieved_rps": 5.0, "ttft_rise": 2.0, "in_flight_rise": 1.0}], 5.0) == []
+
+
+def test_the_interval_is_a_t_interval_over_repetitions() -> None:
+    low, high = interval([9.0, 10.0, 11.0])
+    assert low == pytest.approx(10 - 4.303 * 1 / 3**0.5, abs=1e-3) and high == pytest.approx(10 + 2.484, abs=1e-3)
+    assert interval([7.0]) == [7.0, 7.0]
+
+
+def test_bad_options_are_one_line_errors(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--url", "http://x", "--model", "m", "--slo-ttft-ms", "1", "--slo-tpot-ms", "1", "--rates", "0"])
+    assert "--rates, --repetitions and --max-concurrency must be >= 1" in capsys.readouterr().err
