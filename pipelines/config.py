@@ -118,11 +118,20 @@ class LatencySettings:
 
 
 @dataclass
+class LmEvalSettings:
+    """lm-evaluation-harness through the server (engine.lm_eval_task): wikitext articles scored, window length."""
+
+    documents: int
+    max_length: int = 513  # lm-eval's --model_args max_length: prompts of 512 tokens
+
+
+@dataclass
 class QualitySettings:
-    """Token budget and window of the perplexity run."""
+    """Token budget and window of the perplexity run, and the lm-eval cross-check."""
 
     max_tokens: int
     context: int
+    lm_eval: LmEvalSettings
 
 
 @dataclass

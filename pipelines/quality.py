@@ -7,7 +7,10 @@ its `quant`:
 - `greedy.token_agreement_pct`: greedy continuations of the reference prompts, token by token, against the
   transformers references (EOS suppressed on both sides);
 - `served.match_pct`: the same prompts through a live `engine.server` (OpenAI /v1/completions, temperature 0)
-  give the same text as the offline engine.
+  give the same text as the offline engine;
+- `lm_eval`: lm-evaluation-harness (`local-completions`, echo + logprobs scoring) computes the word perplexity
+  of the eval text's first articles through that server, and the engine computes the same windows in-process
+  (engine.lm_eval_task); `disagreement_pct` between the two is a correctness check.
 References come from data/references/<model>.json (`python -m pipelines references`); a model without a
 committed one is compared with a reference computed now (`reference.committed` = 0).
 """
@@ -26,8 +29,9 @@ from prefect import flow, get_run_logger, task
 
 from engine import LLM, SamplingParams
 from engine.eval import score
+from engine.lm_eval_task import documents, offline_word_perplexity, served_word_perplexity, write_task
 from gates.validate import ephemeral_batch
-from pipelines.common import TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
+from pipelines.common import REPORTS, TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.live_server import running_server
 from pipelines.references import build_reference, eval_ids, perplexity_key, reference_path
@@ -99,12 +103,14 @@ def offline_checks(p: TollgateConf, ref: dict[str, Any]) -> tuple[dict[str, Any]
         outputs = llm.generate(prompts, params)
     ours = [list(o.outputs[0].token_ids) for o in outputs]
     refs = [item["reference_ids"] for item in greedy["prompts"]]
+    docs = documents(Path(p.data.eval_text))[: q.lm_eval.documents]
     metrics = {
         "perplexity": scores.perplexity,
         "reference_perplexity": ref_ppl,
         "perplexity_drift_pct": abs(scores.perplexity - ref_ppl) / ref_ppl * 100.0,
         "tokens": scores.predicted,
         "greedy": {"token_agreement_pct": agreement(ours, refs), "prompts": len(refs)},
+        "lm_eval": offline_word_perplexity(llm.engine.model, llm.tokenizer, docs, q.lm_eval.max_length),
     }
     return metrics, [o.outputs[0].text for o in outputs]
 
@@ -122,8 +128,24 @@ def served_checks(p: TollgateConf, ref: dict[str, Any], offline_texts: list[str]
             reply = client.post("/v1/completions", json={**body, "logit_bias": bias})
             reply.raise_for_status()
             served.append(reply.json()["choices"][0]["text"])
+        q = p.profile.quality.lm_eval
+        task_dir = write_task(Path(p.data.eval_text), REPORTS / "lm_eval_task")
+        lm_eval = served_word_perplexity(url, model, Path(p.model.path), task_dir, q.documents, q.max_length)
     same = sum(a == b for a, b in zip(served, offline_texts, strict=True))
-    return {"match_pct": 100.0 * same / len(served), "prompts": len(served)}
+    return {"match_pct": 100.0 * same / len(served), "prompts": len(served), "lm_eval": lm_eval}
+
+
+def lm_eval_agreement(offline: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]:
+    """lm-eval's served word perplexity beside the engine's own on the same windows, and how far apart."""
+    ours, theirs = offline["word_perplexity"], served["word_perplexity"]
+    return {
+        "word_perplexity": theirs,
+        "bits_per_byte": served["bits_per_byte"],
+        "offline_word_perplexity": ours,
+        "disagreement_pct": abs(theirs - ours) / ours * 100.0,
+        "documents": offline["documents"],
+        "words": offline["words"],
+    }
 
 
 @flow(name="quality", flow_run_name=stage_run_name)
@@ -135,9 +157,11 @@ def quality_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     ref, committed = reference(p)
     offline, texts = offline_checks(p, ref)
     served = served_checks(p, ref, texts)
+    lm_eval = lm_eval_agreement(offline.pop("lm_eval"), served.pop("lm_eval"))
     metrics = {
         "quality": {
             **offline,
+            "lm_eval": lm_eval,
             "served": served,
             "text_lines": lines,
             "reference": {"committed": int(committed)},

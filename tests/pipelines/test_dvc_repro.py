@@ -26,6 +26,7 @@ OVERRIDES = [
     "profile.latency.requests=4",
     "profile.latency.new_tokens=8",
     "profile.quality.max_tokens=512",
+    "profile.quality.lm_eval.documents=1",
     "profile.calibrate.calibration_tokens=256",
     "profile.calibrate.eval_tokens=256",
     "profile.calibrate.context=128",
@@ -76,13 +77,14 @@ def repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     doc = json.loads((repro / "reports" / "decision.json").read_text())
     assert doc["scenario"] in {"A", "B", "C", "INVALID"}
-    assert len(doc["checks"]) == 114 and doc["context"]["model"] == "tiny-random"
+    assert len(doc["checks"]) == 115 and doc["context"]["model"] == "tiny-random"
     statuses = {c["id"]: c["status"] for c in doc["checks"]}
     assert statuses["quality.static_analysis"] in {"PASS", "FAIL"}  # measured by the codecheck stage
     assert statuses["compat.openai_parameters"] == "PASS"  # probed on the live server by the serve stage
     assert statuses["reliability.errors.model_load"] == "PASS"
     assert statuses["perf.throughput.two_node"] == "NOT_IN_PROFILE"
     assert statuses["correctness.served_matches_offline"] == "PASS"  # the API gives the offline engine's text
+    assert statuses["correctness.lm_eval_agreement"] == "PASS"  # lm-eval through the API = the engine offline
     assert statuses["quality.tests_passing"] == "PASS" and statuses["quality.unit_tests.coverage"] in {"PASS", "FAIL"}
     assert "Scenario" in (repro / "repro.log").read_text()
     for name in ("bench", "quality", "calibrate", "serve", "faults", "stress", "security", "code", "tests"):
