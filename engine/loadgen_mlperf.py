@@ -43,14 +43,17 @@ class OpenAISut:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.client: httpx.AsyncClient | None = None
+        self.slots: asyncio.Semaphore | None = None  # the SUT's own queue (Offline): at most this many in flight
 
     def __enter__(self) -> OpenAISut:
         self.thread.start()
-        limits = httpx.Limits(max_connections=256)
-        self.client = self._wait(self._client(limits))
+        self.client = self._wait(self._client())
         return self
 
-    async def _client(self, limits: httpx.Limits) -> httpx.AsyncClient:
+    async def _client(self) -> httpx.AsyncClient:
+        if self.args.max_in_flight:
+            self.slots = asyncio.Semaphore(self.args.max_in_flight)
+        limits = httpx.Limits(max_connections=max(self.args.max_in_flight, 256))
         return httpx.AsyncClient(timeout=httpx.Timeout(self.args.timeout), limits=limits)
 
     def _wait(self, coro: Any) -> Any:
@@ -75,7 +78,11 @@ class OpenAISut:
         def first_token() -> None:
             lg.FirstTokenComplete([lg.QuerySampleResponse(query_id, *first.buffer_info())])
 
-        result = await one_request(self.client, self.args, self.prompts[index], first_token)
+        if self.slots is None:
+            result = await one_request(self.client, self.args, self.prompts[index], first_token)
+        else:
+            async with self.slots:
+                result = await one_request(self.client, self.args, self.prompts[index], first_token)
         self.results.append(result)
         tokens = result.output_tokens if result.status == 200 else 0
         if result.ttft_s is None:  # failed before any token: LoadGen still needs the first-token mark
@@ -211,6 +218,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tpot-ms", type=float, default=200, help="Server latency constraint on time per output token")
     p.add_argument(
         "--latency-percentile", type=float, default=99, help="the percentile the constraints hold at (MLPerf: 99)"
+    )
+    p.add_argument(
+        "--max-in-flight", type=int, default=0, help="queue in the SUT beyond this many requests (0: none; Offline)"
     )
     p.add_argument("--samples", type=int, default=64, help="distinct prompts LoadGen draws from")
     p.add_argument("--prompt-len", type=int, default=128)
