@@ -128,15 +128,22 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
         print(f"sweep: {rate:.3g} req/s: {_verdict(rates[-1])}", flush=True)
         if rates[-1]["saturated"]:
             break
-    ok = [r for r in rates if r["sustainable"]]
-    best = ok[-1] if ok else None
-    above = next((r["target_rps"] for r in rates if best and r["target_rps"] > best["target_rps"]), None)
     return {
         "slo": {"ttft_ms": args.slo_ttft_ms, "tpot_ms": args.slo_tpot_ms, "goodput_pct": args.goodput_pct},
         "load": {"prompt_len": args.prompt_len, "max_tokens": args.max_tokens, "burstiness": args.burstiness},
         "synchronous": sync,
         "throughput": peak,
         "rates": rates,
+        **knee(rates),
+    }
+
+
+def knee(rates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The highest sustainable rate, the interval achieved there, the grid step above it, what stopped the sweep."""
+    ok = [r for r in rates if r["sustainable"]]
+    best = ok[-1] if ok else None
+    above = next((r["target_rps"] for r in rates if best and r["target_rps"] > best["target_rps"]), None)
+    return {
         "max_sustainable_rps": best["target_rps"] if best else None,
         "achieved_rps_interval": best["achieved_rps"] if best else None,
         "knee_between_rps": [best["target_rps"] if best else 0.0, above],

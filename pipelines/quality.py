@@ -22,19 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import great_expectations.expectations as gxe
-import httpx
 import pandas as pd
 import torch
 from prefect import flow, get_run_logger, task
 
 from engine import LLM, SamplingParams
 from engine.eval import score
-from engine.lm_eval_task import documents, offline_word_perplexity, served_word_perplexity, write_task
 from gates.validate import ephemeral_batch
-from pipelines.common import REPORTS, TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
+from pipelines.common import now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
-from pipelines.live_server import running_server
 from pipelines.references import build_reference, eval_ids, perplexity_key, reference_path
+from pipelines.served_quality import lm_eval_agreement, offline_lm_eval, served_checks
 
 MIN_LINES = 100
 
@@ -103,49 +101,15 @@ def offline_checks(p: TollgateConf, ref: dict[str, Any]) -> tuple[dict[str, Any]
         outputs = llm.generate(prompts, params)
     ours = [list(o.outputs[0].token_ids) for o in outputs]
     refs = [item["reference_ids"] for item in greedy["prompts"]]
-    docs = documents(Path(p.data.eval_text))[: q.lm_eval.documents]
     metrics = {
         "perplexity": scores.perplexity,
         "reference_perplexity": ref_ppl,
         "perplexity_drift_pct": abs(scores.perplexity - ref_ppl) / ref_ppl * 100.0,
         "tokens": scores.predicted,
         "greedy": {"token_agreement_pct": agreement(ours, refs), "prompts": len(refs)},
-        "lm_eval": offline_word_perplexity(llm.engine.model, llm.tokenizer, docs, q.lm_eval.max_length),
+        "lm_eval": offline_lm_eval(p, llm),
     }
     return metrics, [o.outputs[0].text for o in outputs]
-
-
-@task(**TRANSIENT_RETRIES)
-def served_checks(p: TollgateConf, ref: dict[str, Any], offline_texts: list[str]) -> dict[str, Any]:
-    """The same greedy prompts over the OpenAI API must give the offline engine's text."""
-    greedy = ref["greedy"]
-    bias = {str(t): -100 for t in greedy["suppressed_token_ids"]}
-    served = []
-    with running_server(p) as url, httpx.Client(base_url=url, timeout=300) as client:
-        model = Path(p.model.path).name
-        for item in greedy["prompts"]:
-            body = {"model": model, "prompt": item["text"], "max_tokens": greedy["new_tokens"], "temperature": 0}
-            reply = client.post("/v1/completions", json={**body, "logit_bias": bias})
-            reply.raise_for_status()
-            served.append(reply.json()["choices"][0]["text"])
-        q = p.profile.quality.lm_eval
-        task_dir = write_task(Path(p.data.eval_text), REPORTS / "lm_eval_task")
-        lm_eval = served_word_perplexity(url, model, Path(p.model.path), task_dir, q.documents, q.max_length)
-    same = sum(a == b for a, b in zip(served, offline_texts, strict=True))
-    return {"match_pct": 100.0 * same / len(served), "prompts": len(served), "lm_eval": lm_eval}
-
-
-def lm_eval_agreement(offline: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]:
-    """lm-eval's served word perplexity beside the engine's own on the same windows, and how far apart."""
-    ours, theirs = offline["word_perplexity"], served["word_perplexity"]
-    return {
-        "word_perplexity": theirs,
-        "bits_per_byte": served["bits_per_byte"],
-        "offline_word_perplexity": ours,
-        "disagreement_pct": abs(theirs - ours) / ours * 100.0,
-        "documents": offline["documents"],
-        "words": offline["words"],
-    }
 
 
 @flow(name="quality", flow_run_name=stage_run_name)

@@ -18,6 +18,7 @@ from prefect import flow
 
 from gates.stages import load_stages
 from pipelines.common import stage_run_name
+from pipelines.prefect_parent import PIPELINE_FLOW
 
 
 def stage_flows() -> list[tuple[str, Callable[[str], Any]]]:
@@ -29,7 +30,7 @@ def stage_flows() -> list[tuple[str, Callable[[str], Any]]]:
     return flows
 
 
-@flow(name="release_gate", flow_run_name=stage_run_name)
+@flow(name=PIPELINE_FLOW, flow_run_name=stage_run_name)
 def release_gate_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Run every stage of the pipeline in order; returns the gate's result."""
     result: Any = None

@@ -130,7 +130,7 @@ def test_spec_profiles_are_the_declared_profiles(spec) -> None:
 
 def test_correctness_is_gated_in_every_profile(spec) -> None:
     correctness = [c for c in spec.criteria if c.dimension == "correctness"]
-    assert len(correctness) == 3 and all(set(c.profiles) == set(spec.profiles) for c in correctness)
+    assert len(correctness) == 4 and all(set(c.profiles) == set(spec.profiles) for c in correctness)
     assert all(c.severity in ("major", "blocker") for c in correctness)
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from gates.criteria import load_spec
+from gates.criteria import DIMENSIONS, load_spec
 from gates.evidence import flatten, read_metrics_file
 from pipelines.pytest_evidence import FEATURE_PATHS
 from tests.conftest import ROOT
+from tests.gates.test_report_browser import BROWSERS, headless
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +105,16 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     mlperf = json.loads((repro / "metrics" / "serve.json").read_text())["serve"]["mlperf"]
     assert mlperf["loadgen_result"] in {"VALID", "INVALID"} and mlperf["queries"] >= 6  # LoadGen ran the server
     assert (repro / "reports" / "mlperf" / "server" / "mlperf_log_summary.txt").is_file()
+
+
+def test_the_pipeline_s_own_report_renders_in_a_browser_with_every_dimension(repro: Path, tmp_path: Path) -> None:
+    browser = next((path for name in BROWSERS if (path := shutil.which(name))), None)
+    if browser is None:
+        pytest.skip("no headless Chromium: `make browser` installs it")
+    dom = headless(browser, repro / "reports" / "release_report.html", tmp_path / "profile", "--dump-dom")
+    scenario = json.loads((repro / "reports" / "decision.json").read_text())["scenario"]
+    assert f'id="verdict">Scenario {scenario}<' in dom
+    assert all(f'id="{d}">{d.capitalize()}</h2>' in dom for d in DIMENSIONS)
 
 
 PIPELINE_RUNS = """
