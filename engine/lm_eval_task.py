@@ -52,7 +52,11 @@ def write_task(text_path: Path, folder: Path) -> Path:
         "test_split": "test",
         "doc_to_text": "",
         "doc_to_target": "{{text}}",
-        "metric_list": [{"metric": m} for m in ("word_perplexity", "byte_perplexity", "bits_per_byte")],
+        "metric_list": [
+            {"metric": "word_perplexity", "aggregation": "weighted_perplexity", "higher_is_better": False},
+            {"metric": "byte_perplexity", "aggregation": "weighted_perplexity", "higher_is_better": False},
+            {"metric": "bits_per_byte", "aggregation": "bits_per_byte", "higher_is_better": False},
+        ],
         "metadata": {"version": 1.0, "source": str(text_path)},
     }
     (folder / f"{TASK}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))

@@ -38,6 +38,10 @@ OVERRIDES = [
     "profile.serve.max_tokens=4",
     "profile.serve.mlperf.min_duration_s=3",
     "profile.serve.mlperf.min_queries=6",
+    "profile.serve.sweep.rates=2",
+    "profile.serve.sweep.repetitions=2",
+    "profile.serve.sweep.duration_s=1.5",
+    "profile.serve.sweep.max_concurrency=4",
     "profile.tests.paths=[tests/gates/test_decision.py]",  # the full suite runs this very test: no recursion
 ]
 
