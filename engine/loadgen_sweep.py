@@ -8,7 +8,8 @@ maximum throughput (--max-concurrency in flight), both closed loop; then --rates
 spaced from the first to the second, open loop (constant gaps, or gamma arrivals with --burstiness; 1 is
 Poisson). Each rate runs --repetitions times for --duration-s (a warm-up request first, not counted). A rate is
 *sustainable* when, over its repetitions, at least --goodput-pct of the requests met every SLO and the server kept
-up. It is *over-saturated* when the completion rate falls below 0.98 of the target, or when TTFT and the number of
+up. It is *over-saturated* when the completion rate falls below 0.98 of the rate the requests were really sent at
+(the same arrival draw and timer slack on both sides), or when TTFT and the number of
 requests in flight both rise across the run (a growing queue); the sweep stops at the first such rate. The
 answer is the maximum sustainable rate, with the 95% t-interval of the completion rate achieved there over the
 repetitions and the grid step that bounds the knee. `--baseline FILE` compares with an earlier sweep.
@@ -31,35 +32,43 @@ from scipy import stats
 from engine.loadgen import RequestResult, latency_percentiles, meets_slo, run_load
 from engine.report_json import emit_json
 
-KEEP_UP = 0.98  # completion rate / target rate below this: the server is not keeping up
-RISE = 1.25  # last third / first third of a run: TTFT and in-flight requests both above this: a growing queue
+KEEP_UP = 0.98  # completion rate / send rate below this: the server is not keeping up
+RISE = 1.25  # last third / first third of a run: TTFT and in-flight requests both above this, and at least one
+# more request in flight on average: a growing queue
 CONFIDENCE = 0.95
 
 
-def _thirds(values: list[float]) -> float:
-    """Mean of the last third over the mean of the first third (1.0 when too short to tell)."""
+def _thirds(values: list[float]) -> tuple[float, float]:
+    """Means of the first and the last third (equal when a third holds fewer than 3 values: too short to tell)."""
     k = len(values) // 3
-    if k == 0 or statistics.fmean(values[:k]) <= 0:
-        return 1.0
-    return statistics.fmean(values[-k:]) / statistics.fmean(values[:k])
+    if k < 3:
+        return 1.0, 1.0
+    return statistics.fmean(values[:k]), statistics.fmean(values[-k:])
 
 
-def run_stats(results: list[RequestResult], target: float | None, args: argparse.Namespace) -> dict[str, Any]:
-    """One run: completion rate, goodput share, and whether the queue grew (requests in send order)."""
+def _rate(times: list[float]) -> float:
+    """Events per second between the first and the last of them (0 for fewer than two)."""
+    span = max(times) - min(times) if len(times) > 1 else 0.0
+    return (len(times) - 1) / span if span > 0 else 0.0
+
+
+def run_stats(results: list[RequestResult], args: argparse.Namespace) -> dict[str, Any]:
+    """One run: completion rate against the rate the requests were really sent at (the arrival draw and the
+    event loop's timer slack are the same on both sides), goodput share, and whether the queue grew."""
     ok = sorted((r for r in results if r.status == 200 and r.e2e_s is not None), key=lambda r: r.sent_at)
-    done = sorted(r.sent_at + r.e2e_s for r in ok)  # type: ignore[operator]
-    span = done[-1] - done[0] if len(done) > 1 else 0.0
-    achieved = (len(done) - 1) / span if span > 0 else 0.0
+    achieved = _rate([r.sent_at + r.e2e_s for r in ok])  # type: ignore[operator]
     in_flight = [sum(o.sent_at <= r.sent_at < o.sent_at + o.e2e_s for o in ok) for r in ok]  # type: ignore[operator]
-    ttft_rise = _thirds([r.ttft_s or 0.0 for r in ok])
+    ttft_first, ttft_last = _thirds([r.ttft_s or 0.0 for r in ok])
+    queue_first, queue_last = _thirds([float(c) for c in in_flight])
     return {
         "requests": len(results),
         "completed": len(ok),
         "achieved_rps": achieved,
+        "sent_rps": _rate([r.sent_at for r in results]),
         "goodput_pct": 100.0 * sum(meets_slo(r, args) for r in ok) / max(len(results), 1),
-        "ttft_rise": ttft_rise,
-        "in_flight_rise": _thirds([float(c) for c in in_flight]),
-        "keeps_up": target is None or achieved >= KEEP_UP * target,
+        "ttft_rise": ttft_last / ttft_first if ttft_first > 0 else 1.0,
+        "in_flight_rise": queue_last / queue_first if queue_first > 0 else 1.0,
+        "in_flight_added": queue_last - queue_first,
         **latency_percentiles(ok),
     }
 
@@ -84,7 +93,7 @@ def closed_loop(args: argparse.Namespace, concurrency: int, requests: int) -> di
     """A closed-loop run (synchronous at 1, maximum throughput at --max-concurrency)."""
     run = load_args(args, concurrency=concurrency, requests=requests)
     results, _ = asyncio.run(run_load(run))
-    return {"concurrency": concurrency, **run_stats(results, None, run)}
+    return {"concurrency": concurrency, **run_stats(results, run)}
 
 
 def at_rate(args: argparse.Namespace, rate: float) -> dict[str, Any]:
@@ -93,7 +102,7 @@ def at_rate(args: argparse.Namespace, rate: float) -> dict[str, Any]:
     for rep in range(args.repetitions):
         run = load_args(args, rate=rate, requests=max(4, round(rate * args.duration_s)), seed=args.seed + rep)
         run.poisson, run.burstiness = args.burstiness is None and args.poisson, args.burstiness
-        reps.append(run_stats(asyncio.run(run_load(run))[0], rate, run))
+        reps.append(run_stats(asyncio.run(run_load(run))[0], run))
     goodput = [r["goodput_pct"] for r in reps]
     return {
         "target_rps": rate,
@@ -101,17 +110,17 @@ def at_rate(args: argparse.Namespace, rate: float) -> dict[str, Any]:
         "n": sum(r["completed"] for r in reps),
         "achieved_rps": interval([r["achieved_rps"] for r in reps]),
         "goodput_pct": [max(0.0, lo) if i == 0 else min(100.0, lo) for i, lo in enumerate(interval(goodput))],
-        "saturated": (saturated := saturation(reps, rate)),
+        "saturated": (saturated := saturation(reps)),
         "sustainable": not saturated and statistics.fmean(goodput) >= args.goodput_pct,
     }
 
 
-def saturation(reps: list[dict[str, Any]], rate: float) -> list[str]:
+def saturation(reps: list[dict[str, Any]]) -> list[str]:
     """Why a rate over-saturates the server (empty: it keeps up)."""
     why = []
-    if statistics.fmean(r["achieved_rps"] for r in reps) < KEEP_UP * rate:
-        why.append(f"completion rate below {KEEP_UP} of the target")
-    if all(r["ttft_rise"] > RISE and r["in_flight_rise"] > RISE for r in reps):
+    if statistics.fmean(r["achieved_rps"] / r["sent_rps"] if r["sent_rps"] else 0.0 for r in reps) < KEEP_UP:
+        why.append(f"completion rate below {KEEP_UP} of the send rate")
+    if all(r["ttft_rise"] > RISE and r["in_flight_rise"] > RISE and r["in_flight_added"] >= 1 for r in reps):
         why.append("TTFT and requests in flight both rising")
     return why
 

@@ -32,11 +32,14 @@ def test_a_sweep_finds_the_knee_and_writes_json_html_and_a_baseline_diff(live, t
 
 
 def test_a_rate_the_server_cannot_keep_up_with_is_over_saturated() -> None:
-    behind = [{"achieved_rps": 4.0, "ttft_rise": 1.0, "in_flight_rise": 1.0}] * 3
-    assert saturation(behind, 5.0) == ["completion rate below 0.98 of the target"]
-    queueing = [{"achieved_rps": 5.0, "ttft_rise": 2.0, "in_flight_rise": 1.5}] * 3
-    assert saturation(queueing, 5.0) == ["TTFT and requests in flight both rising"]
-    assert saturation([{"achieved_rps": 5.0, "ttft_rise": 2.0, "in_flight_rise": 1.0}], 5.0) == []
+    behind = [{"achieved_rps": 4.0, "sent_rps": 5.0, "ttft_rise": 1.0, "in_flight_rise": 1.0, "in_flight_added": 0}] * 3
+    assert saturation(behind) == ["completion rate below 0.98 of the send rate"]
+    queueing = [{"achieved_rps": 5.0, "sent_rps": 5.0, "ttft_rise": 2.0, "in_flight_rise": 1.5, "in_flight_added": 2}]
+    assert saturation(queueing * 3) == ["TTFT and requests in flight both rising"]
+    jitter = [{**queueing[0], "in_flight_added": 0.5}]  # 1 -> 1.5 in flight: noise, not a queue
+    assert saturation(jitter) == []
+    slow_timer = [{"achieved_rps": 4.8, "sent_rps": 4.8, "ttft_rise": 2.0, "in_flight_rise": 1.0, "in_flight_added": 0}]
+    assert saturation(slow_timer) == []  # sent late by the event loop, not held up by the server
 
 
 def test_the_interval_is_a_t_interval_over_repetitions() -> None:
