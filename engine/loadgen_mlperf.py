@@ -231,8 +231,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="write the JSON summary here (it is printed too)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m engine.loadgen mlperf`: exit 0 when LoadGen's result is VALID, 1 when INVALID."""
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The `mlperf` subcommand's options, checked."""
     p = argparse.ArgumentParser(
         prog="python -m engine.loadgen mlperf",
         description=__doc__,
@@ -242,6 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.qps <= 0 or args.min_queries < 1 or args.samples < 1 or args.max_tokens < 2:
         p.error("--qps must be > 0, --min-queries and --samples >= 1, --max-tokens >= 2 (TPOT needs two tokens)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m engine.loadgen mlperf`: exit 0 when LoadGen's result is VALID, 1 when INVALID."""
+    args = parse_args(argv)
     summary = run_mlperf(args)
     emit_json(summary, args.out)
     return 0 if summary["valid"] else 1

@@ -19,11 +19,16 @@ ARTIFACT = "report/decision.json"
 GATE_RUN_TAG = "gate_run"  # "true" on a gate's parent run only (its stage runs carry the other tags too)
 
 
+def tracking_uri(folder: str | Path) -> str:
+    """Absolute SQLite URI of the MLflow store in `folder` (a relative sqlite:/// URI would follow the working
+    directory)."""
+    return f"sqlite:///{Path(folder).resolve() / 'mlflow.db'}"
+
+
 def default_tracking_uri() -> str:
-    """The project's MLflow store: SQLite in params.yaml's `mlflow.tracking_dir` (default mlruns/)."""
+    """The project's MLflow store: params.yaml's `mlflow.tracking_dir` (default mlruns/)."""
     params = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").is_file() else {}
-    folder = Path((params.get("mlflow") or {}).get("tracking_dir", "mlruns")).resolve()
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    return tracking_uri((params.get("mlflow") or {}).get("tracking_dir", "mlruns"))
 
 
 def decision_of_run(client: Any, run_id: str) -> dict[str, Any]:

@@ -136,6 +136,16 @@ TRANSIENT_RETRIES: dict[str, Any] = {
 }
 
 
+def cli_args(*flags: str, **options: Any) -> list[str]:
+    """A tool's command line from keyword values (`prompt_len=64` -> `--prompt-len 64`; None left out), so a
+    stage gets the tool's own defaults and checks by going through its parser."""
+    argv = [f"--{flag.replace('_', '-')}" for flag in flags]
+    for key, value in options.items():
+        if value is not None:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv
+
+
 def run_labels(p: TollgateConf) -> list[str]:
     """What a run served: profile, model, quantization, cluster scenario and short commit."""
     return [p.profile.name, p.model.name, p.quant.name, p.cluster.name, git_head()[:7]]

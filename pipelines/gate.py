@@ -29,6 +29,7 @@ from prefect.tasks import exponential_backoff
 from gates.evidence import flatten, read_metrics_file
 from gates.github import summary_markdown
 from gates.history import GATE_RUN_TAG, latest_decision
+from gates.history import tracking_uri as store_uri
 from gates.report import summary_lines
 from gates.run import GateInputs, default_evidence, run_gate
 from pipelines.common import REPORTS, stage_run_name
@@ -36,10 +37,9 @@ from pipelines.config import TollgateConf, load_params
 
 
 def tracking_uri(p: TollgateConf) -> str:
-    """Absolute SQLite URI of the MLflow store (a relative sqlite:/// URI would follow the working directory)."""
-    folder = Path(p.mlflow.tracking_dir).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    """The pipeline's MLflow store, its folder created on first use."""
+    Path(p.mlflow.tracking_dir).mkdir(parents=True, exist_ok=True)
+    return store_uri(p.mlflow.tracking_dir)
 
 
 @task

@@ -12,18 +12,20 @@ invalid with LoadGen's reasons, so the latency checks turn INVALID saying why. L
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from engine.loadgen import parse_args as loadgen_args
 from engine.loadgen import run_load, summarize
+from engine.loadgen_mlperf import parse_args as mlperf_args
 from engine.loadgen_mlperf import run_mlperf
 from engine.loadgen_sweep import html_page, sweep
+from engine.loadgen_sweep import parse_args as sweep_args
 from pipelines.api_probe import probe
-from pipelines.common import REPORTS, TRANSIENT_RETRIES, now_utc, stage_run_name, write_json, write_metrics
+from pipelines.common import REPORTS, TRANSIENT_RETRIES, cli_args, now_utc, stage_run_name, write_json, write_metrics
 from pipelines.config import MlperfSettings, TollgateConf, load_params
 from pipelines.live_server import running_server
 
@@ -36,74 +38,72 @@ def serve_and_measure(p: TollgateConf) -> dict[str, Any]:
     s = p.profile.serve
     with running_server(p) as url:
         model = Path(p.model.path).name
-        load_args = argparse.Namespace(
-            url=url,
-            model=model,
-            requests=s.requests,
-            concurrency=s.concurrency,
-            rate=None,
-            poisson=False,
-            prompt_len=s.prompt_len,
-            max_tokens=s.max_tokens,
-            warmup=2,
-            timeout=600,
-            seed=0,
-            slo_ttft_ms=s.slo_ttft_ms,
-            slo_tpot_ms=s.slo_tpot_ms,
+        sizes = {"url": url, "model": model, "prompt_len": s.prompt_len, "max_tokens": s.max_tokens}
+        load_args = loadgen_args(
+            cli_args(
+                **sizes,
+                requests=s.requests,
+                concurrency=s.concurrency,
+                slo_ttft_ms=s.slo_ttft_ms,
+                slo_tpot_ms=s.slo_tpot_ms,
+            )
         )
         results, wall = asyncio.run(run_load(load_args))
         load = summarize(results, wall, load_args)
         get_run_logger().info(
             "%d/%d requests, %.1f output tok/s", load["completed"], load["requests"], load["output_tok_s"]
         )
-        server = mlperf(load_args, s.mlperf, "server", s.mlperf.qps)
-        knee = rate_sweep(load_args, p)
+        server = mlperf(sizes, s.mlperf, "server", s.mlperf.qps)
+        knee = rate_sweep(sizes, p)
         # LoadGen's Offline issues 1.1 x expected QPS x min duration queries at once: above the measured
         # throughput, so the run lasts its minimum duration
         expected = max(knee["throughput_rps"] * OFFLINE_MARGIN, 0.1)
-        offline = mlperf(load_args, s.mlperf, "offline", expected, s.sweep.max_concurrency)
+        offline = mlperf(sizes, s.mlperf, "offline", expected, s.sweep.max_concurrency)
         serve = {**load, "concurrency": s.concurrency, "mlperf": server, "mlperf_offline": offline, "sweep": knee}
         return {"serve": serve, **probe(url, model), **declared_invalid(server)}
 
 
 def mlperf(
-    load: argparse.Namespace, m: MlperfSettings, scenario: str, qps: float, max_in_flight: int = 0
+    sizes: dict[str, Any], m: MlperfSettings, scenario: str, qps: float, max_in_flight: int = 0
 ) -> dict[str, Any]:
-    """One LoadGen test (engine.loadgen_mlperf) with the load's prompt and answer sizes; Offline queues in the
-    SUT beyond `max_in_flight`, as an Offline harness feeds its accelerator (the server would answer 429)."""
-    args = argparse.Namespace(
-        **{k: getattr(load, k) for k in ("url", "model", "prompt_len", "max_tokens", "timeout", "seed")},
-        scenario=scenario,
-        qps=qps,
-        min_duration_s=m.min_duration_s,
-        max_duration_s=0,
-        min_queries=m.min_queries,
-        latency_percentile=m.latency_percentile,
-        ttft_ms=m.ttft_ms,
-        tpot_ms=m.tpot_ms,
-        samples=64,
-        max_in_flight=max_in_flight,
-        out_dir=REPORTS / "mlperf" / scenario,
+    """One LoadGen test (engine.loadgen_mlperf, its own defaults) with the load's server and sizes; Offline
+    queues in the SUT beyond `max_in_flight`, as an Offline harness feeds its accelerator (the server would
+    answer 429)."""
+    args = mlperf_args(
+        cli_args(
+            **sizes,
+            scenario=scenario,
+            qps=qps,
+            min_duration_s=m.min_duration_s,
+            min_queries=m.min_queries,
+            latency_percentile=m.latency_percentile,
+            ttft_ms=m.ttft_ms,
+            tpot_ms=m.tpot_ms,
+            max_in_flight=max_in_flight,
+            out_dir=REPORTS / "mlperf" / scenario,
+        )
     )
     summary = run_mlperf(args)
     get_run_logger().info("LoadGen %s at %.3g QPS: %s %s", scenario, qps, summary["loadgen_result"], summary["reasons"])
     return summary
 
 
-def rate_sweep(load: argparse.Namespace, p: TollgateConf) -> dict[str, Any]:
-    """The sweep to the knee (engine.loadgen_sweep): reports/sweep.{json,html}, and its answer as evidence."""
+def rate_sweep(sizes: dict[str, Any], p: TollgateConf) -> dict[str, Any]:
+    """The sweep to the knee (engine.loadgen_sweep, its own defaults; Poisson arrivals): reports/sweep.{json,html},
+    and its answer as evidence."""
     s, w = p.profile.serve, p.profile.serve.sweep
-    args = argparse.Namespace(
-        **{k: getattr(load, k) for k in ("url", "model", "prompt_len", "max_tokens", "timeout", "seed")},
-        slo_ttft_ms=s.slo_ttft_ms,
-        slo_tpot_ms=s.slo_tpot_ms,
-        goodput_pct=w.goodput_pct,
-        rates=w.rates,
-        repetitions=w.repetitions,
-        duration_s=w.duration_s,
-        max_concurrency=w.max_concurrency,
-        poisson=True,
-        burstiness=None,
+    args = sweep_args(
+        cli_args(
+            "poisson",
+            **sizes,
+            slo_ttft_ms=s.slo_ttft_ms,
+            slo_tpot_ms=s.slo_tpot_ms,
+            goodput_pct=w.goodput_pct,
+            rates=w.rates,
+            repetitions=w.repetitions,
+            duration_s=w.duration_s,
+            max_concurrency=w.max_concurrency,
+        )
     )
     doc = sweep(args)
     write_json(REPORTS / "sweep.json", doc)

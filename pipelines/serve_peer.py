@@ -23,14 +23,23 @@ from engine.bench import cpu_name
 from engine.loadgen import parse_args as loadgen_args
 from engine.loadgen import run_load, summarize
 from engine.report_json import emit_json
+from pipelines.common import cli_args
 from pipelines.live_server import running_command
 
 
 def _load(url: str, model: str, concurrency: int, args: argparse.Namespace) -> dict[str, Any]:
     """engine.loadgen's closed loop at one concurrency, with its own defaults (2 warm-up requests)."""
-    load = loadgen_args(["--url", url, "--model", model, "--requests", str(args.requests),
-                         "--concurrency", str(concurrency), "--prompt-len", str(args.prompt_len),
-                         "--max-tokens", str(args.max_tokens), "--seed", str(concurrency)])  # fmt: skip
+    load = loadgen_args(
+        cli_args(
+            url=url,
+            model=model,
+            requests=args.requests,
+            concurrency=concurrency,
+            prompt_len=args.prompt_len,
+            max_tokens=args.max_tokens,
+            seed=concurrency,
+        )
+    )
     results, wall = asyncio.run(run_load(load))
     return summarize(results, wall, load)
 
@@ -61,8 +70,9 @@ def measure(system: str, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Both servers, every concurrency; JSON out; exit 1 if a request failed."""
-    p = argparse.ArgumentParser(prog="python -m pipelines serve_peer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines serve_peer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", type=Path, required=True, help="engine checkpoint directory")
     p.add_argument("--threads", type=int, default=2, help="threads for each server")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8], help="requests in flight")
