@@ -26,7 +26,8 @@ class _Lines:
 
 
 def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
-    """tqdm with `desc`, `total`, `unit` as usual; off a terminal it logs a line per LOG_EVERY_S and at the end."""
+    """tqdm with `desc`, `total`, `unit` as usual; off a terminal it logs a line per LOG_EVERY_S, and nothing for
+    work shorter than that (a loop of many short evaluations would otherwise flood the log with 0% lines)."""
     if sys.stderr.isatty():
         return tqdm(iterable, **kwargs)
-    return tqdm(iterable, file=_Lines(), mininterval=LOG_EVERY_S, ascii=True, ncols=100, **kwargs)
+    return tqdm(iterable, file=_Lines(), mininterval=LOG_EVERY_S, delay=LOG_EVERY_S, ascii=True, ncols=100, **kwargs)

@@ -6,13 +6,11 @@ the inter-token latency CDF (CSV for `dvc plots`, PNG for the release report).
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib.figure import Figure
 from prefect import flow, get_run_logger, task
 
 from engine import LLM, SamplingParams
@@ -20,6 +18,7 @@ from engine.bench import make_prompts, percentiles, run_one
 from engine.loader import load_model
 from pipelines.common import PLOTS, bench_args, now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
+from pipelines.plots import chart, write_csv
 
 MIB = 2**20
 
@@ -75,37 +74,34 @@ def memory(p: TollgateConf, rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def write_plots(rows: list[dict[str, Any]], itl: list[float]) -> list[Path]:
     """CSV for `dvc plots`, PNG for the report: throughput vs batch, ITL CDF."""
-    PLOTS.mkdir(parents=True, exist_ok=True)
-    with (PLOTS / "throughput.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["batch", "decode_tok_s"])
-        w.writerows([r["batch"], round(r["decode_tok_s"], 3)] for r in rows)
+    write_csv(
+        PLOTS / "throughput.csv", ["batch", "decode_tok_s"], ([r["batch"], round(r["decode_tok_s"], 3)] for r in rows)
+    )
     ordered = sorted(itl)
-    with (PLOTS / "latency_cdf.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["itl_ms", "fraction"])
-        w.writerows([round(v, 3), round((i + 1) / len(ordered), 5)] for i, v in enumerate(ordered))
+    fractions = [(i + 1) / len(ordered) for i in range(len(ordered))]
+    write_csv(
+        PLOTS / "latency_cdf.csv",
+        ["itl_ms", "fraction"],
+        ([round(v, 3), round(f, 5)] for v, f in zip(ordered, fractions, strict=True)),
+    )
     throughput = ([r["batch"] for r in rows], [r["decode_tok_s"] for r in rows])
-    cdf = (ordered, [(i + 1) / len(ordered) for i in range(len(ordered))])
     return [
-        _plot(
-            PLOTS / "throughput.png", throughput, "batch size", "decode tok/s (aggregate)", "Throughput vs batch", "o"
+        chart(
+            PLOTS / "throughput.png",
+            {"": throughput},
+            "batch size",
+            "decode tok/s (aggregate)",
+            "Throughput vs batch",
+            "o",
         ),
-        _plot(
-            PLOTS / "latency_cdf.png", cdf, "inter-token latency (ms)", "fraction of tokens", "Latency CDF (batch 1)"
+        chart(
+            PLOTS / "latency_cdf.png",
+            {"": (ordered, fractions)},
+            "inter-token latency (ms)",
+            "fraction of tokens",
+            "Latency CDF (batch 1)",
         ),
     ]
-
-
-def _plot(path: Path, xy: tuple[list[Any], list[Any]], xlabel: str, ylabel: str, title: str, marker: str = "") -> Path:
-    """One line chart as PNG; a bare Figure needs no GUI backend and no pyplot global state."""
-    fig = Figure(figsize=(5, 3.2))
-    ax = fig.subplots()
-    ax.plot(*xy, marker=marker or None)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
 
 
 @flow(name="bench", flow_run_name=stage_run_name)

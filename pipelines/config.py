@@ -54,11 +54,20 @@ class QuantConf:
 
 
 @dataclass
+class MixedConf:
+    """The budget a mixed-precision plan must meet (worst over the evaluation domains); None is no limit."""
+
+    max_loss_pct: float | None = 2.0
+    max_kl_mean: float | None = None
+
+
+@dataclass
 class CalibrateConf:
-    """The strategies the calibrate stage measures, and the auto-selector's limits."""
+    """The strategies the calibrate stage measures, the auto-selector's limits and the mixed-precision budget."""
 
     strategies: dict[str, QuantConf] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    mixed: MixedConf = field(default_factory=MixedConf)
 
 
 @dataclass
@@ -136,11 +145,14 @@ class QualitySettings:
 
 @dataclass
 class CalibrateSettings:
-    """Token budgets of the calibrate stage: calibration text, and the accuracy run on the eval text."""
+    """Token budgets of the calibrate stage (calibration set, each evaluation domain, the per-block sensitivity
+    run) and the mixed-precision plans tried: how many of the most sensitive blocks each keeps at int8."""
 
     calibration_tokens: int
     eval_tokens: int
     context: int
+    sensitivity_tokens: int
+    int8_blocks: list[int]
 
 
 @dataclass
@@ -227,10 +239,11 @@ class ProfileConf:
 
 @dataclass
 class DataConf:
-    """Text files for evaluation and calibration."""
+    """Text files for evaluation and calibration (a text or a mix file, engine.quant.calibration_mix)."""
 
     eval_text: str
     calibration_text: str
+    eval_domains: list[str]
 
 
 @dataclass

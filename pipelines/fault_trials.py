@@ -21,6 +21,7 @@ import torch
 
 from engine.bench import proc_status_mb
 from engine.errors import CheckpointError
+from engine.eval import Reference, evaluate
 from engine.faults import OOM_SEED
 from engine.loader import load_model
 from engine.quant import calibration_layers, get_strategy, quantize_model
@@ -72,9 +73,11 @@ def model_load(scratch: Path, checkpoint: Path) -> list[dict[str, Any]]:
     return trials
 
 
-def quantization(checkpoint: Path, gptq_options: dict[str, Any]) -> list[dict[str, Any]]:
+def quantization(checkpoint: Path, gptq_options: dict[str, Any], heldout: list[int]) -> list[dict[str, Any]]:
     """Empty and corrupt calibration data: every calibrated layer stays fp32, a warning says so, and the model
-    still gives finite logits (the criteria's "quantization error -> fallback to FP32, log warning")."""
+    still gives finite logits (the criteria's "quantization error -> fallback to FP32, log warning"). Each trial
+    also measures how far the degraded model is from fp32 on held-out text (mean KL, nats/token)."""
+    reference = Reference(load_model(checkpoint), heldout, len(heldout))
     trials = []
     for case, batches in {"empty": [], "out_of_vocabulary": [[1, 2, 10**9]], "negative_ids": [[-5, 3, 4]]}.items():
         model = load_model(checkpoint, cpu_kernels=False)
@@ -83,8 +86,15 @@ def quantization(checkpoint: Path, gptq_options: dict[str, Any]) -> list[dict[st
             report = quantize_model(model, get_strategy("gptq", **gptq_options), batches)
         finite = bool(torch.isfinite(model.score([1, 2, 3])).all())
         handled = len(report.fallback) == layers and bool(warned) and finite
+        kl = evaluate(model, reference, heldout, len(heldout))["kl_mean"]
         trials.append(
-            {"handled": handled, "case": case, "fallback_layers": len(report.fallback), "warned": len(warned)}
+            {
+                "handled": handled,
+                "case": case,
+                "fallback_layers": len(report.fallback),
+                "warned": len(warned),
+                "kl_mean": kl,
+            }
         )
     return trials
 

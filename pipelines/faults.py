@@ -21,12 +21,14 @@ from pipelines.common import TRANSIENT_RETRIES, now_utc, stage_run_name, write_m
 from pipelines.config import QuantConf, TollgateConf, load_params
 from pipelines.fault_proxy import FaultProxy, NetworkFaults
 from pipelines.live_server import running, running_router, running_server, serving
+from pipelines.quant_eval import heldout_ids
 
 BURST = 8  # concurrent requests against a server that admits 1 running and 1 waiting
 REPLICA_TIMEOUT_S = 3.0  # the router's bound per replica answer; the faulty link delays 1-5 s
 REQUESTS, BOUND_S = 16, 15.0  # per network trial; each must be answered within BOUND_S (two tries and a backoff)
 MEMORY_LIMIT = 32, 2000  # MiB of address space granted beyond the server's own, and a prompt whose prefill needs more
 HOLDS = 8  # the overload server runs 4 sequences and queues 4; twice that many clients overload it
+QUANTIZATION_KL_TOKENS = 256  # held-out tokens the degraded model is compared with fp32 on, per trial
 
 
 @task(**TRANSIENT_RETRIES)
@@ -104,7 +106,9 @@ def faults_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         trials["model_load"] = fault_trials.model_load(Path(scratch), Path(p.model.path))
     gptq = p.calibrate.strategies.get("gptq", QuantConf("gptq"))
-    trials["quantization"] = fault_trials.quantization(Path(p.model.path), dict(gptq.options))
+    heldout = heldout_ids(p, QUANTIZATION_KL_TOKENS)
+    trials["quantization"] = fault_trials.quantization(Path(p.model.path), dict(gptq.options), heldout)
     metrics = {"faults": summarize(trials)}
+    metrics["faults"]["quantization"]["kl_mean"] = max(t["kl_mean"] for t in trials["quantization"])
     write_metrics("faults", metrics, params_path, started)
     return metrics

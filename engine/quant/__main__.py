@@ -15,23 +15,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from engine.errors import CheckpointError
 from engine.loader import load_model, load_tokenizer
 from engine.quant import QuantizationError, available_strategies, quantize_loaded, save_quantized
 from engine.quant.calibration import DEFAULT_CALIBRATION
+from engine.quant.registry import parse_option
 from engine.quant.select import Limits, from_metrics, select
-
-
-def parse_option(text: str) -> tuple[str, Any]:
-    """`key=value`, the value read as YAML (4 -> int, true -> bool)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--option {text!r}: expected key=value")
-    return key, yaml.safe_load(value)
 
 
 def _quantize(args: argparse.Namespace) -> int:

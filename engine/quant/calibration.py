@@ -6,6 +6,8 @@ scaling by the layer's output error, ‖ΔW X‖² = Σ_rows ΔW H ΔWᵀ). One 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ from torch import nn
 from engine.attention import AttentionMetadata
 from engine.progress import progress
 from engine.quant.base import QuantizationError, QuantStrategy
+from engine.quant.calibration_mix import mix_batches
 
-DEFAULT_CALIBRATION = "data/wikitext-2/valid.txt"  # wikitext-2 valid: calibration; test: evaluation
+DEFAULT_CALIBRATION = "data/calibration/mix.yaml"  # prose (wikitext-2 valid), code and dialogue; test: evaluation
 
 
 @dataclass
@@ -47,14 +50,8 @@ class LayerStats:
 
 
 def text_batches(tokenizer: Any, text_path: str | Path, tokens: int, seq_len: int = 512) -> list[list[int]]:
-    """The first `tokens` tokens of a text, in windows of `seq_len` (what `calibrate` consumes)."""
-    path = Path(text_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise QuantizationError(f"calibration text {path}: {exc}") from None
-    ids = tokenizer.encode(text, add_special_tokens=False)[:tokens]
-    return [ids[i : i + seq_len] for i in range(0, len(ids), seq_len) if len(ids[i : i + seq_len]) > 1]
+    """`tokens` tokens of a text or a calibration mix (`engine.quant.calibration_mix`), in windows of `seq_len`."""
+    return mix_batches(tokenizer, text_path, tokens, seq_len)
 
 
 def calibration_layers(model: nn.Module) -> dict[str, nn.Linear]:
@@ -62,9 +59,8 @@ def calibration_layers(model: nn.Module) -> dict[str, nn.Linear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and n != "lm_head"}
 
 
-@torch.no_grad()  # not inference_mode: the sums stay ordinary tensors that strategies may edit later
-def collect_stats(model: nn.Module, batches: list[list[int]]) -> dict[str, LayerStats]:
-    """Run the fp32 model over the batches and sum each Linear's input statistics."""
+def check_batches(model: nn.Module, batches: list[list[int]]) -> list[list[int]]:
+    """The non-empty batches; QuantizationError when there are none or a token id is outside the vocabulary."""
     batches = [b for b in batches if b]
     if not batches:
         raise QuantizationError("calibration data is empty")
@@ -74,7 +70,12 @@ def collect_stats(model: nn.Module, batches: list[list[int]]) -> dict[str, Layer
         raise QuantizationError(
             f"calibration data is corrupt: token id {bad[0]} outside the vocabulary (0..{vocab - 1})"
         )
-    layers = calibration_layers(model)
+    return batches
+
+
+@contextmanager
+def recording(layers: dict[str, nn.Linear]) -> Iterator[dict[str, LayerStats]]:
+    """Sum each layer's input statistics over every forward run inside the block."""
     stats = {
         name: LayerStats(torch.zeros(m.in_features, m.in_features), torch.zeros(m.in_features))
         for name, m in layers.items()
@@ -91,14 +92,22 @@ def collect_stats(model: nn.Module, batches: list[list[int]]) -> dict[str, Layer
         return record
 
     handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
-    device = next(model.parameters()).device
     try:
-        for batch in progress(batches, desc="calibrate", unit="batch", leave=False):
-            ids = torch.tensor(batch, device=device)
-            model(ids, torch.arange(len(batch), device=device), AttentionMetadata.no_cache([len(batch)]))
+        yield stats
     finally:
         for h in handles:
             h.remove()
+
+
+@torch.no_grad()  # not inference_mode: the sums stay ordinary tensors that strategies may edit later
+def collect_stats(model: nn.Module, batches: list[list[int]]) -> dict[str, LayerStats]:
+    """Run the fp32 model over the batches and sum each Linear's input statistics."""
+    batches = check_batches(model, batches)
+    device = next(model.parameters()).device
+    with recording(calibration_layers(model)) as stats:
+        for batch in progress(batches, desc="calibrate", unit="batch", leave=False):
+            ids = torch.tensor(batch, device=device)
+            model(ids, torch.arange(len(batch), device=device), AttentionMetadata.no_cache([len(batch)]))
     return stats
 
 

@@ -2,9 +2,10 @@
 over the columns not yet quantized, weighted by the inverse Hessian of the layer's calibration inputs.
 
 Written by hand after the reference implementation (IST-DASLab/gptq, as gpt-fast also does): gptqmodel and
-AutoGPTQ need CUDA or pull their own kernels, and torchao's GPTQ targets its own tensor subclasses. Hessians
-come from one pass of the fp32 model (not layer-sequential re-propagation through quantized layers), which
-keeps calibration well under a minute on one CPU core.
+AutoGPTQ need CUDA or pull their own kernels, and torchao's GPTQ targets its own tensor subclasses. By default
+the Hessians come layer-sequentially, through the already-quantized layers (`engine.quant.sequential`);
+`sequential: false` takes them all from one fp32 pass, which fits the calibration text rather than the model
+(on SmolLM2-135M it lost to round-to-nearest on a held-out domain: perplexity 57.62 vs 57.27).
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import torch
 from torch import nn
 
 from engine.quant.base import QuantizationError
-from engine.quant.calibration import CalibratedStrategy
+from engine.quant.calibration import CalibratedStrategy, LayerStats
 from engine.quant.linear import Int4Linear, Int8Linear, QuantLinear
 from engine.quant.rounding import check_group_size, int4_params, int8_scales, round_int4, round_int8
 from engine.quant.rtn import bias_of
+from engine.quant.sequential import quantize_sequentially
 
 
 class _Grid:
@@ -96,11 +98,13 @@ def gptq_quantize(
 
 
 class GPTQStrategy(CalibratedStrategy):
-    """GPTQ to int4 (group-wise) or int8 (per channel), with optional act-order."""
+    """GPTQ to int4 (group-wise) or int8 (per channel), with optional act-order, layer-sequential by default."""
 
     name = "gptq"
 
-    def __init__(self, bits: int = 4, group_size: int = 64, act_order: bool = True, damp: float = 0.01) -> None:
+    def __init__(
+        self, bits: int = 4, group_size: int = 64, act_order: bool = True, damp: float = 0.01, sequential: bool = True
+    ) -> None:
         if bits not in (4, 8):
             raise ValueError(f"gptq: bits must be 4 or 8, got {bits}")
         if bits == 4:
@@ -108,16 +112,40 @@ class GPTQStrategy(CalibratedStrategy):
         if not 0 < damp < 1:
             raise ValueError(f"gptq: damp must be in (0, 1), got {damp}")
         self.bits, self.group_size, self.act_order, self.damp = bits, group_size, act_order, damp
+        self.sequential = bool(sequential)
         self.max_rel_error = 0.1 if bits == 8 else 0.5  # GPTQ trades weight error for output error
+        self.done: dict[str, QuantLinear] = {}
+        self.failed: dict[str, str] = {}
         super().__init__()
 
     def options(self) -> dict[str, Any]:
-        """bits, group_size, act_order, damp."""
-        return {"bits": self.bits, "group_size": self.group_size, "act_order": self.act_order, "damp": self.damp}
+        """bits, group_size, act_order, damp, sequential."""
+        return {
+            "bits": self.bits,
+            "group_size": self.group_size,
+            "act_order": self.act_order,
+            "damp": self.damp,
+            "sequential": self.sequential,
+        }
+
+    def calibrate(self, model: nn.Module, batches: list[list[int]]) -> None:
+        """Sequential: quantize every decoder projection now, block by block; otherwise one fp32 statistics pass."""
+        if not self.sequential:
+            super().calibrate(model, batches)
+            return
+        self.done, self.failed = quantize_sequentially(model, batches, self._quantize)
 
     def quantize(self, name: str, linear: nn.Linear) -> QuantLinear:
-        """GPTQ on the layer's Hessian."""
-        stats = self.layer_stats(name)
+        """The layer quantized during sequential calibration, or GPTQ on its fp32-pass Hessian."""
+        if not self.sequential:
+            return self._quantize(name, linear, self.layer_stats(name))
+        if name in self.failed:
+            raise QuantizationError(self.failed[name])
+        if name not in self.done:
+            raise QuantizationError(f"{name}: not quantized by sequential calibration (was `calibrate` run?)")
+        return self.done[name]
+
+    def _quantize(self, name: str, linear: nn.Linear, stats: LayerStats) -> QuantLinear:
         w = linear.weight.detach().float()
         if self.bits == 4:
             check_group_size(w.shape[1], self.group_size)

@@ -6,9 +6,12 @@ looked up once, the first time a strategy is listed or asked for; a broken plugi
 
 from __future__ import annotations
 
+import argparse
 import logging
 from importlib.metadata import entry_points
 from typing import Any
+
+import yaml
 
 from engine.quant.awq import AWQStrategy
 from engine.quant.base import QuantStrategy
@@ -64,3 +67,11 @@ def get_strategy(name: str, **options: Any) -> QuantStrategy:
         return _REGISTRY[name](**options)
     except TypeError as exc:  # an option the strategy does not have
         raise ValueError(f"quantization strategy {name!r}: {exc}") from None
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """A command line's `--option key=value`, the value read as YAML (4 -> int, true -> bool)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--option {text!r}: expected key=value")
+    return key, yaml.safe_load(value)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gates.criteria import GateSpecError, load_spec
+from gates.evaluate import FAIL, INVALID, PASS, Evidence, ProfileRules, evaluate
 from gates.profiles import known_profiles
 from tests.conftest import ROOT
 
@@ -111,6 +112,7 @@ def test_each_error_type_of_part_4_2_has_a_check(spec) -> None:
         "out_of_memory",
         "node_failure",
         "quantization",
+        "quantization_kl",  # the fallen-back model's distance from fp32, beside the fallback itself
         "model_load",
         "network_timeout",
         "rate_limiting",
@@ -237,3 +239,22 @@ def test_threshold_and_comparator_are_the_documents(criterion) -> None:
     if criterion.part == "7.C":  # a trigger: a count of such events must be 0, a measured level the inverse
         comparator, value = ("==", 0.0) if criterion.unit == "count" else (INVERSE[comparator], value)
     assert (criterion.comparator, criterion.acceptance) == (comparator, value), f"document says {threshold!r}"
+
+
+def test_quantization_quality_is_judged_held_out_by_kl_and_loss_and_cannot_be_flattered(spec) -> None:
+    """A strategy that fits the calibration domain (tiny loss there) but not the held-out one fails 2.1/2.2, a loss
+    within budget with a large KL fails too, and no KL measured is never green."""
+    rules = ProfileRules(name="release", min_samples=1)
+    for feature, strategy, loss_budget in (("2_1", "gptq", 0.5), ("2_2", "awq", 0.3)):
+        ids = [f"features.{feature}.{strategy}_loss", f"features.{feature}.{strategy}_kl"]
+        only = spec.model_copy(update={"criteria": [c for c in spec.criteria if c.id in ids]})
+        flattering = {
+            f"quant.{strategy}.accuracy_loss_pct": Evidence(0.01),  # what the calibration domain says
+            f"quant.{strategy}.kl_mean": Evidence(0.0001),
+            f"quant.{strategy}.heldout.accuracy_loss_pct": Evidence(loss_budget * 10),
+            f"quant.{strategy}.heldout.kl_mean": Evidence(0.0001),
+        }
+        diverging = {**flattering, f"quant.{strategy}.heldout.accuracy_loss_pct": Evidence(0.0)}
+        diverging[f"quant.{strategy}.heldout.kl_mean"] = Evidence(0.5)
+        for evidence, expected in ((flattering, [FAIL, PASS]), (diverging, [PASS, FAIL]), ({}, [INVALID, INVALID])):
+            assert [r.status for r in evaluate(only, evidence, rules)] == expected

@@ -31,6 +31,8 @@ OVERRIDES = [
     "profile.calibrate.calibration_tokens=256",
     "profile.calibrate.eval_tokens=256",
     "profile.calibrate.context=128",
+    "profile.calibrate.sensitivity_tokens=128",
+    "profile.calibrate.int8_blocks=[1]",
     "profile.stress.duration_s=8",
     "profile.serve.requests=4",
     "profile.serve.concurrency=2",
@@ -82,7 +84,7 @@ def repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     doc = json.loads((repro / "reports" / "decision.json").read_text())
     assert doc["scenario"] in {"A", "B", "C", "INVALID"}
-    assert len(doc["checks"]) == 115 and doc["context"]["model"] == "tiny-random"
+    assert len(doc["checks"]) == 118 and doc["context"]["model"] == "tiny-random"
     statuses = {c["id"]: c["status"] for c in doc["checks"]}
     assert statuses["quality.static_analysis"] in {"PASS", "FAIL"}  # measured by the codecheck stage
     assert statuses["compat.openai_parameters"] == "PASS"  # probed on the live server by the serve stage
@@ -96,8 +98,8 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
         prov = json.loads((repro / "metrics" / f"{name}.json").read_text())["_provenance"]
         assert doc["evidence"][f"metrics/{name}.json"]["sha256"] and prov["git_sha"] == doc["gate"]["git_sha"]
     quant = json.loads((repro / "metrics" / "calibrate.json").read_text())
-    assert {"int8", "int4", "gptq", "awq", "bitnet"} <= quant["quant"].keys()
-    assert statuses["reliability.errors.quantization"] == "PASS"
+    assert {"int8", "int4", "gptq", "awq", "bitnet", "mixed"} <= quant["quant"].keys()
+    assert statuses["reliability.errors.quantization"] == statuses["reliability.errors.quantization_kl"] == "PASS"
     faults = json.loads((repro / "metrics" / "faults.json").read_text())["faults"]
     kinds = ("invalid_input", "rate_limiting", "node_failure", "model_load", "out_of_memory", "network_timeout")
     for kind in (*kinds, "quantization"):

@@ -35,11 +35,12 @@ def test_one_unhandled_trial_fails_its_type_and_counts_in_the_share() -> None:
 
 
 def test_corrupt_calibration_data_falls_back_to_fp32_with_a_warning(tiny_llama: Path) -> None:
-    trials = fault_trials.quantization(tiny_llama, {})
+    trials = fault_trials.quantization(tiny_llama, {}, list(range(100, 164)))
     assert [t["case"] for t in trials] == ["empty", "out_of_vocabulary", "negative_ids"]
     assert all(t["handled"] and t["fallback_layers"] > 0 and t["warned"] for t in trials), (
         trials
     )  # every layer: "handled"
+    assert all(0 <= t["kl_mean"] < 0.005 for t in trials), trials  # fp32 decoder, int8 head: next to fp32
 
 
 def test_broken_checkpoints_are_handled_and_a_good_one_is_not_counted_as_handled(tmp_path: Path, tiny_llama) -> None:

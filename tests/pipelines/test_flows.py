@@ -134,9 +134,12 @@ def test_calibrate_flow_measures_every_strategy_and_the_fallback(
             f"model.path={tiny_llama}",
             f"data.eval_text={ROOT / 'data/wikitext-2/test.txt'}",
             f"data.calibration_text={ROOT / 'data/wikitext-2/valid.txt'}",
+            f"data.eval_domains=[{ROOT / 'data/wikitext-2/test.txt'},{ROOT / 'data/python-docs/test.txt'}]",
             "profile.calibrate.calibration_tokens=128",
             "profile.calibrate.eval_tokens=128",
             "profile.calibrate.context=64",
+            "profile.calibrate.sensitivity_tokens=64",
+            "profile.calibrate.int8_blocks=[1,5]",
             "profile.bench.prompt_len=8",
             "profile.bench.new_tokens=4",
             "profile.bench.warmup=0",
@@ -149,17 +152,26 @@ def test_calibrate_flow_measures_every_strategy_and_the_fallback(
     doc = json.loads(Path("metrics/calibrate.json").read_text())
     quant = doc["quant"]
     assert {"none", "int8", "int4", "gptq", "awq", "bitnet"} <= quant.keys()
-    for name in ("int8", "int4", "gptq", "awq", "bitnet"):
+    for name in ("int8", "int4", "gptq", "awq", "bitnet", "mixed"):
         row = quant[name]
         assert row["decode_tok_s"] > 0 and row["fallback_layers"] == 0 and 0 <= row["top1_agreement"] <= 1
+        assert set(row["domains"]) == {"wikitext-2", "python-docs"} and row["kl_mean"] > 0
+        assert row["heldout"] == {k: row["domains"]["python-docs"][k] for k in row["heldout"]}  # valid.txt: wikitext
         assert Path("models/quant", f"tiny-random-{name}", "quantization.json").is_file()
+    plan = quant["mixed"]["options"]
+    assert plan["base"] in ("int4", "gptq", "awq") and 1 <= len(plan["int8_blocks"]) <= 5
+    assert quant["mixed"]["weight_mb"] > quant[plan["base"]]["weight_mb"]
+    frontier = Path("plots/quant_frontier.csv").read_text().splitlines()
+    assert frontier[0].startswith("plan,weight_mb") and any("+1xint8" in line for line in frontier)
+    assert Path("plots/quant_frontier.png").stat().st_size > 1000
     assert quant["gptq"]["calibration_s"] > 0 and quant["none"]["accuracy_loss_pct"] == 0
     assert quant["selected"] in quant and quant[quant["selected"]]["accuracy_loss_pct"] <= 5
     assert doc["features"]["quantization"]["complete"] == 1
     assert "faults" not in doc  # the quantization fault is the faults stage's (tests/pipelines/test_faults.py)
     table = Path("reports/quant_head_to_head.md").read_text()
     assert "| awq |" in table and "Auto-selector" in table
-    assert Path("plots/quant_head_to_head.csv").read_text().startswith("strategy,perplexity")
+    assert Path("plots/quant_head_to_head.csv").read_text().startswith("strategy,accuracy_loss_pct,kl_mean")
+    assert "### python-docs" in table
 
 
 def test_stage_runs_are_named_and_tagged_for_what_they_served(prefect_harness, project: Path) -> None:

@@ -22,11 +22,17 @@ DECODER_LAYERS = 8  # tiny model: 2 layers x (qkv, o, gate_up, down)
 
 
 class NaNCalibrationGPTQ(GPTQStrategy):
-    """GPTQ whose calibration activations for one layer were corrupted into NaN."""
+    """GPTQ whose calibration activations into one layer (the tiny model's last) are corrupted into NaN."""
 
     def calibrate(self, model: nn.Module, batches: list[list[int]]) -> None:
-        super().calibrate(model, batches)
-        self.stats["layers.1.down_proj"].hessian[0, 0] = float("nan")
+        def corrupt(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            return (args[0].clone().index_fill_(-1, torch.tensor([0]), float("nan")),)
+
+        handle = model.get_submodule("layers.1.down_proj").register_forward_pre_hook(corrupt)
+        try:
+            super().calibrate(model, batches)
+        finally:
+            handle.remove()
 
 
 class NaNOutputInt8(Int8Strategy):
@@ -43,11 +49,12 @@ def fp32_layers(model: nn.Module) -> set[str]:
     return {n for n, m in model.named_modules() if type(m) is nn.Linear}
 
 
+@pytest.mark.parametrize("sequential", [True, False])
 def test_nan_in_calibration_activations_keeps_that_layer_fp32(
-    tiny_fp32: nn.Module, batches: list, caplog: pytest.LogCaptureFixture
+    tiny_fp32: nn.Module, batches: list, caplog: pytest.LogCaptureFixture, sequential: bool
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        report = quantize_model(tiny_fp32, NaNCalibrationGPTQ(group_size=32), batches)
+        report = quantize_model(tiny_fp32, NaNCalibrationGPTQ(group_size=32, sequential=sequential), batches)
     assert set(report.fallback) == {"layers.1.down_proj"} == fp32_layers(tiny_fp32)
     assert "NaN" in report.fallback["layers.1.down_proj"]
     assert report.summary()["fallback_layers"] == 1

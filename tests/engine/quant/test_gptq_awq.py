@@ -30,7 +30,7 @@ def test_gptq_and_awq_beat_rtn_on_layer_output_error(real_activations: tuple, la
     model, stats = real_activations
     linear = model.get_submodule(layer)
     w, h = linear.weight.detach().float(), stats[layer].mean_hessian
-    gptq, awq = GPTQStrategy(group_size=64), AWQStrategy(group_size=64, grid=10, clip_steps=5)
+    gptq, awq = GPTQStrategy(group_size=64, sequential=False), AWQStrategy(group_size=64, grid=10, clip_steps=5)
     gptq.stats = awq.stats = stats
     errors = {
         name: output_error(strategy.quantize(layer, linear).dequantize() - w, h)
@@ -44,7 +44,7 @@ def test_gptq_int8_and_int4_quantize_a_layer(tiny_fp32: torch.nn.Module, batches
     stats = collect_stats(tiny_fp32, batches)
     linear = tiny_fp32.get_submodule("layers.0.down_proj")
     for bits, kind in [(8, "int8"), (4, "int4")]:
-        strategy = GPTQStrategy(bits=bits, group_size=32, act_order=bits == 4)
+        strategy = GPTQStrategy(bits=bits, group_size=32, act_order=bits == 4, sequential=False)
         strategy.stats = stats
         layer = strategy.quantize("layers.0.down_proj", linear)
         assert layer.kind == kind

@@ -1,0 +1,71 @@
+"""Layer-sequential quantization, as the GPTQ reference does it: each decoder block calibrates on the outputs of
+the blocks before it *as quantized*, and inside a block each projection on the outputs of the projections before
+it as quantized ("true sequential": q/k/v, then o, then gate/up, then down). Errors are then corrected where they
+arise instead of compounding unseen, which is what one fp32 pass for every Hessian cannot do.
+
+While a block runs, a quantized projection stands in as its dequantized fp32 weight; every original weight is
+put back at the end, so the caller still quantizes (and checks) against the fp32 model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from engine.attention import AttentionMetadata
+from engine.progress import progress
+from engine.quant.base import QuantizationError
+from engine.quant.calibration import LayerStats, check_batches, recording
+from engine.quant.linear import QuantLinear
+
+STEPS = (("qkv_proj",), ("o_proj",), ("gate_up_proj",), ("down_proj",))
+LayerQuantizer = Callable[[str, nn.Linear, LayerStats], QuantLinear]
+
+
+class _Block:
+    """One decoder block and the calibration windows' hidden states entering it."""
+
+    def __init__(self, model: nn.Module, batches: list[list[int]]) -> None:
+        device = next(model.parameters()).device
+        ids = [torch.tensor(b, device=device) for b in batches]
+        self.hidden = [model.embed_tokens(t) for t in ids]
+        dtype = self.hidden[0].dtype
+        self.rope = [model.rotary.tables(torch.arange(len(t), device=device), dtype) for t in ids]
+        self.meta = [AttentionMetadata.no_cache([len(t)]) for t in ids]
+
+    def run(self, block: nn.Module) -> list[torch.Tensor]:
+        """The block's outputs for every window."""
+        return [block(h, cos, sin, m) for h, (cos, sin), m in zip(self.hidden, self.rope, self.meta, strict=True)]
+
+
+@torch.no_grad()
+def quantize_sequentially(
+    model: nn.Module, batches: list[list[int]], quantize: LayerQuantizer
+) -> tuple[dict[str, QuantLinear], dict[str, str]]:
+    """Quantized decoder projections by name, and the ones that failed (name -> why; they stay fp32 downstream)."""
+    inputs = _Block(model, check_batches(model, batches))
+    done: dict[str, QuantLinear] = {}
+    failed: dict[str, str] = {}
+    originals: dict[str, torch.Tensor] = {}
+    try:
+        for i, block in enumerate(progress(model.layers, desc="gptq", unit="block", leave=False)):
+            for step in STEPS:
+                layers = {f"layers.{i}.{n}": block.get_submodule(n) for n in step}
+                with recording(layers) as stats:
+                    inputs.run(block)
+                for name, linear in layers.items():
+                    try:
+                        stats[name].check(name)
+                        done[name] = quantize(name, linear, stats[name])
+                    except (QuantizationError, RuntimeError, ValueError) as exc:
+                        failed[name] = str(exc)
+                        continue
+                    originals[name] = linear.weight.detach().clone()
+                    linear.weight.copy_(done[name].dequantize())
+            inputs.hidden = inputs.run(block)
+    finally:
+        for name, weight in originals.items():
+            model.get_submodule(name).weight.copy_(weight)
+    return done, failed
