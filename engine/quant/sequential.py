@@ -4,12 +4,15 @@ it as quantized ("true sequential": q/k/v, then o, then gate/up, then down). Err
 arise instead of compounding unseen, which is what one fp32 pass for every Hessian cannot do.
 
 While a block runs, a quantized projection stands in as its dequantized fp32 weight; every original weight is
-put back at the end, so the caller still quantizes (and checks) against the fp32 model.
+put back at the end, so the caller still quantizes (and checks) against the fp32 model. A statistics pass stops
+as soon as the step's projections have seen their inputs (the "Catcher" of the reference implementation and
+AutoGPTQ), which halves the cost of the passes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 
 import torch
 from torch import nn
@@ -22,6 +25,10 @@ from engine.quant.linear import QuantLinear
 
 STEPS = (("qkv_proj",), ("o_proj",), ("gate_up_proj",), ("down_proj",))
 LayerQuantizer = Callable[[str, nn.Linear, LayerStats], QuantLinear]
+
+
+class _Stop(Exception):
+    """Raised by a hook once the projections of a step have recorded their inputs: the rest of the block is moot."""
 
 
 class _Block:
@@ -39,6 +46,20 @@ class _Block:
         """The block's outputs for every window."""
         return [block(h, cos, sin, m) for h, (cos, sin), m in zip(self.hidden, self.rope, self.meta, strict=True)]
 
+    def feed(self, block: nn.Module, last: nn.Module) -> None:
+        """Run every window through the block only as far as `last` (its hooks see their inputs)."""
+
+        def stop(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            raise _Stop  # a forward hook registered after the recording ones: they have run
+
+        handle = last.register_forward_hook(stop)
+        try:
+            for h, (cos, sin), m in zip(self.hidden, self.rope, self.meta, strict=True):
+                with suppress(_Stop):
+                    block(h, cos, sin, m)
+        finally:
+            handle.remove()
+
 
 @torch.no_grad()
 def quantize_sequentially(
@@ -54,7 +75,7 @@ def quantize_sequentially(
             for step in STEPS:
                 layers = {f"layers.{i}.{n}": block.get_submodule(n) for n in step}
                 with recording(layers) as stats:
-                    inputs.run(block)
+                    inputs.feed(block, block.get_submodule(step[-1]))
                 for name, linear in layers.items():
                     try:
                         stats[name].check(name)
