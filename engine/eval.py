@@ -29,16 +29,12 @@ from engine.loader import CheckpointError, load, load_model
 from engine.progress import progress
 from engine.quant import QuantizationError, available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
+from engine.quant.calibration_mix import windows
 from engine.quant.registry import parse_option
 from engine.report_json import emit_json
 
 REFERENCE_CACHE_MB = 4096
 KEPT_DTYPE = torch.float16  # log-probs kept for KL: half the memory; rounding moves a KL by ~1e-5 nats at most
-
-
-def windows(ids: list[int], context: int) -> list[list[int]]:
-    """Consecutive windows of at most `context` tokens; a last window of a single token is dropped."""
-    return [ids[i : i + context] for i in range(0, len(ids), context) if len(ids[i : i + context]) > 1]
 
 
 @dataclass

@@ -51,10 +51,10 @@ def mixed_precision(p: TollgateConf, domains: list[Domain], rows: dict[str, dict
     """Sensitivity, the frontier of plans, and the chosen plan's row (saved and benchmarked)."""
     log, start = get_run_logger(), time.perf_counter()
     base, context = best_base(rows), p.profile.calibrate.context
-    fp32, quantized, high = (load_model(path) for path in (p.model.path, checkpoint(p, base), checkpoint(p, HIGH)))
+    fp32 = domains[0].reference.model  # the fp32 model the references were scored with, not a second load
+    quantized, high = (load_model(checkpoint(p, name)) for name in (base, HIGH))
     ids = calibration_ids(p)
     scores = sensitivity(fp32, quantized, Reference(fp32, ids, context), ids, context)
-    del fp32
     sizes = sorted({min(k, len(scores)) for k in p.profile.calibrate.int8_blocks})
     frontier = []
     for k in sizes:

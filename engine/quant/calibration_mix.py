@@ -51,12 +51,17 @@ def read_text(path: Path) -> str:
         raise QuantizationError(f"calibration text {path}: {exc}") from None
 
 
+def windows(ids: list[int], size: int) -> list[list[int]]:
+    """Consecutive windows of at most `size` tokens; a last window of a single token is dropped."""
+    return [ids[i : i + size] for i in range(0, len(ids), size) if len(ids[i : i + size]) > 1]
+
+
 def mix_batches(tokenizer: Any, path: str | Path, tokens: int, seq_len: int) -> list[list[int]]:
     """Each source's first share x `tokens` tokens, in windows of `seq_len` that never span two sources."""
     batches = []
     for source in read_mix(path):
         ids = tokenizer.encode(read_text(source.text), add_special_tokens=False)[: round(source.share * tokens)]
-        batches += [ids[i : i + seq_len] for i in range(0, len(ids), seq_len) if len(ids[i : i + seq_len]) > 1]
+        batches += windows(ids, seq_len)
     return batches
 
 
