@@ -15,6 +15,11 @@ import numpy as np
 from engine.sequence import Sequence
 
 
+def root_hash(seq: Sequence) -> int | None:
+    """The chain's start: a LoRA adapter computes different K/V for the same tokens, so it salts the chain."""
+    return None if seq.lora is None else hash(("lora", seq.lora))
+
+
 def chain_hash(parent: int | None, tokens: tuple[int, ...]) -> int:
     """Hash of a full block chained with its parent's, so equal hashes mean equal prefixes."""
     return hash((parent, tokens))
@@ -56,7 +61,7 @@ class BlockManager:
         """Cached blocks matching the sequence's leading full blocks, keeping at least one token to compute."""
         if not self.enable_prefix_caching:
             return []
-        hits, parent = [], None
+        hits, parent = [], root_hash(seq)
         bs = self.block_size
         for start in range(0, seq.num_tokens - bs, bs):
             tokens = tuple(seq.token_ids[start : start + bs])
@@ -72,7 +77,7 @@ class BlockManager:
         """Publish the hashes of the sequence's blocks that are full and computed."""
         if not self.enable_prefix_caching:
             return
-        bs, parent = self.block_size, None
+        bs, parent = self.block_size, root_hash(seq)
         for i in range(seq.num_computed_tokens // bs):
             block = seq.block_table[i]
             if self.block_hash[block] is None:

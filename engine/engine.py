@@ -10,8 +10,10 @@ from typing import Any
 
 import torch
 
+from engine.errors import ParameterError
 from engine.faults import make_sampler
 from engine.loader import load
+from engine.lora import LoraManager
 from engine.model_runner import ModelRunner
 from engine.outputs import RequestOutput, StreamDelta
 from engine.sampling import SamplingParams
@@ -44,6 +46,10 @@ class EngineConfig:
     # compilation per load on 2 cores; each distinct number of sequences in a step is one more graph (the
     # attention loop unrolls) until torch's recompile limit sends the step back to eager.
     enforce_eager: bool = True
+    # LoRA serving (engine.lora): adapters by name, slots for distinct adapters in one batch, the largest rank
+    lora_modules: dict[str, str] = field(default_factory=dict)
+    max_loras: int = 0
+    max_lora_rank: int = 16
     # test-only: make the engine wrong on purpose (engine.faults); the environment reaches server subprocesses
     fault: str | None = field(default_factory=lambda: os.environ.get("TOLLGATE_FAULT") or None)
 
@@ -83,7 +89,11 @@ class LLMEngine:
             self.max_model_len,
         )  # fmt: skip
         self.block_manager = self.scheduler.bm
-        self.runner = ModelRunner(self.model, num_blocks, cfg.block_size, compile_model=not cfg.enforce_eager)
+        self.loras = self._lora_manager()
+        self.scheduler.max_loras = self.loras.max_loras if self.loras else 0
+        self.runner = ModelRunner(
+            self.model, num_blocks, cfg.block_size, compile_model=not cfg.enforce_eager, loras=self.loras
+        )
         self.sampler = make_sampler(cfg.fault, cfg.seed)
         eos = set(mcfg.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
@@ -92,6 +102,24 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self.stats = EngineStats()
         self._ids = itertools.count()
+
+    def _lora_manager(self) -> LoraManager | None:
+        """LoRA slots around the model's layers when adapters may be served (eager only: segments change per step)."""
+        cfg = self.config
+        if not (cfg.max_loras or cfg.lora_modules):
+            return None
+        if not cfg.enforce_eager:
+            raise ValueError("LoRA serving runs eager: drop enforce_eager=False (--compile) or the adapters")
+        manager = LoraManager(self.model, max(cfg.max_loras, 1), cfg.max_lora_rank)
+        for name, path in cfg.lora_modules.items():
+            manager.register(name, path)
+        return manager
+
+    def add_lora(self, name: str, path: str | Path) -> None:
+        """Serve a peft adapter as `name` from now on (its weights load on first use)."""
+        if self.loras is None:
+            raise ValueError("this engine was started without LoRA slots (max_loras=0)")
+        self.loras.register(name, path)
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -108,17 +136,25 @@ class LLMEngine:
         return list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
 
     def add_request(
-        self, prompt: str | list[int], params: SamplingParams | None = None, request_id: str | None = None
+        self,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        request_id: str | None = None,
+        lora: str | None = None,
     ) -> str:
-        """Queue a prompt (text or token ids); returns its request id."""
+        """Queue a prompt (text or token ids), on the base model or a registered adapter; returns its request id."""
         params = params or SamplingParams()
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.requests:
             raise ValueError(f"request_id {request_id!r} is already in use")
         ids = self.checked_prompt(prompt, params)
+        if lora is not None and self.loras is None:
+            raise ParameterError("model", f"unknown LoRA adapter {lora!r}: no adapters are served", "model_not_found")
+        if self.loras is not None:
+            self.loras.check(lora)
         stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
         text = prompt if isinstance(prompt, str) else None
-        request = Request.start(request_id, text, ids, params, self.tokenizer, stops)
+        request = Request.start(request_id, text, ids, params, self.tokenizer, stops, lora)
         for seq in request.seqs:
             self.scheduler.add(seq)
         self.requests[request_id] = request

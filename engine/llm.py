@@ -31,15 +31,16 @@ class LLM:
         prompts: Prompt | Sequence[Prompt],
         params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = False,
+        lora: str | None = None,
     ) -> list[RequestOutput]:
-        """Generate for every prompt in one continuous batch; results come back in prompt order."""
+        """Generate for every prompt in one continuous batch (on a LoRA adapter if named); in prompt order."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
         if params is None or isinstance(params, SamplingParams):
             params = [params or SamplingParams()] * len(prompts)
         if len(params) != len(prompts):
             raise ValueError(f"got {len(params)} sampling params for {len(prompts)} prompts")
-        ids = [self.engine.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        ids = [self.engine.add_request(p, sp, lora=lora) for p, sp in zip(prompts, params, strict=True)]
         with progress(total=len(ids), desc="generate", disable=not use_tqdm) as bar:
             done = 0
             while self.engine.has_unfinished_requests():

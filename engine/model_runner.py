@@ -9,6 +9,7 @@ import torch
 from torch._inductor import config as inductor_config
 
 from engine.attention import AttentionMetadata, SeqSlice
+from engine.lora import LoraManager
 from engine.models.llama import LlamaForCausalLM
 from engine.scheduler import SchedulerOutput
 from engine.sequence import Sequence
@@ -29,10 +30,17 @@ def compiled(model: LlamaForCausalLM) -> Callable[..., torch.Tensor]:
 class ModelRunner:
     """Flattens a step's sequences into one batch, lays out paged-KV metadata, returns the logits to sample."""
 
-    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, compile_model: bool = False) -> None:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        num_blocks: int,
+        block_size: int,
+        compile_model: bool = False,
+        loras: LoraManager | None = None,
+    ) -> None:
         cfg = model.config
         weight = model.embed_tokens.weight
-        self.model = model
+        self.model, self.loras = model, loras
         self.forward = compiled(model) if compile_model else model
         self.block_size = block_size
         self.device = weight.device
@@ -81,7 +89,14 @@ class ModelRunner:
     def run(self, batch: SchedulerOutput) -> torch.Tensor:
         """Forward the step; logits for the sequences that sample (`batch.sampling`, in that order)."""
         input_ids, positions, meta = self.prepare(batch.scheduled)
-        hidden = self.forward(input_ids, positions, meta)
+        if self.loras is not None:
+            rows = zip(batch.scheduled, meta.seqs, strict=True)
+            self.loras.prepare([(seq.lora, s.q_start, s.q_len) for (seq, _), s in rows])
+        try:
+            hidden = self.forward(input_ids, positions, meta)
+        finally:
+            if self.loras is not None:  # no step's adapters linger into scoring or embedding calls
+                self.loras.use(None)
         last = {id(seq): s.q_start + s.q_len - 1 for (seq, _), s in zip(batch.scheduled, meta.seqs, strict=True)}
         if not batch.sampling:
             return hidden.new_empty(0, self.model.config.vocab_size)

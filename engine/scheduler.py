@@ -36,7 +36,12 @@ class Scheduler:
     """Decides, every step, which sequences run and how many tokens each computes."""
 
     def __init__(
-        self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int, max_model_len: int = 1 << 30
+        self,
+        block_manager: BlockManager,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        max_model_len: int = 1 << 30,
+        max_loras: int = 0,
     ) -> None:
         if max_num_seqs < 1 or max_num_batched_tokens < 1:
             raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
@@ -44,6 +49,7 @@ class Scheduler:
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_model_len = max_model_len
+        self.max_loras = max_loras  # distinct adapters running at once (the engine's LoRA slots)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
@@ -51,11 +57,11 @@ class Scheduler:
     @classmethod
     def with_blocks(
         cls, num_blocks: int, block_size: int, prefix_caching: bool, max_num_seqs: int, max_num_batched_tokens: int,
-        max_model_len: int,
+        max_model_len: int, max_loras: int = 0,
     ) -> Scheduler:  # fmt: skip
         """A scheduler over a new pool of `num_blocks` KV blocks."""
         blocks = BlockManager(num_blocks, block_size, prefix_caching)
-        return cls(blocks, max_num_seqs, max_num_batched_tokens, max_model_len)
+        return cls(blocks, max_num_seqs, max_num_batched_tokens, max_model_len, max_loras)
 
     def add(self, seq: Sequence) -> None:
         """Queue a new sequence (served first come, first served)."""
@@ -117,8 +123,12 @@ class Scheduler:
             i += 1
         if out.preempted:
             return out
+        skipped: list[Sequence] = []
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
+            if self._adapters_full(seq):  # waits for a LoRA slot; later requests may still go
+                skipped.append(self.waiting.popleft())
+                continue
             end = min(seq.num_tokens, seq.num_computed_tokens + budget)
             if not self.bm.can_allocate(seq, end):
                 break
@@ -129,4 +139,12 @@ class Scheduler:
             self.running.append(seq)
             out.scheduled.append((seq, n))
             budget -= n
+        self.waiting.extendleft(reversed(skipped))
         return out
+
+    def _adapters_full(self, seq: Sequence) -> bool:
+        """Whether admitting `seq` would put more distinct LoRA adapters in the batch than there are slots."""
+        if seq.lora is None:
+            return False
+        running = {s.lora for s in self.running if s.lora is not None}
+        return seq.lora not in running and len(running) >= self.max_loras

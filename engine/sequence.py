@@ -33,6 +33,7 @@ class Sequence:
     detokenizer: IncrementalDetokenizer
     stop_token_ids: frozenset[int]
     generator: torch.Generator | None = None
+    lora: str | None = None  # the LoRA adapter serving it (None: the base model)
     token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     block_table: list[int] = field(default_factory=list)
@@ -161,7 +162,7 @@ class Request:
     @classmethod
     def start(
         cls, request_id: str, prompt: str | None, ids: list[int], params: SamplingParams, tokenizer: object,
-        stop_token_ids: frozenset[int],
+        stop_token_ids: frozenset[int], lora: str | None = None,
     ) -> Request:  # fmt: skip
         """A request's n sequences, each with its own detokenizer and, with a seed, its own generator."""
         seqs = []
@@ -171,7 +172,7 @@ class Request:
                 generator = torch.Generator(device="cpu")
                 generator.manual_seed(params.seed + i)
             detokenizer = IncrementalDetokenizer(tokenizer, ids)
-            seqs.append(Sequence(request_id, i, ids, params, detokenizer, stop_token_ids, generator))
+            seqs.append(Sequence(request_id, i, ids, params, detokenizer, stop_token_ids, generator, lora))
         return cls(request_id, prompt, seqs)
 
     def output(self) -> RequestOutput:

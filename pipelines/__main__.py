@@ -16,6 +16,7 @@ COMMANDS = {
     "bench": "stage: throughput, latency and memory",
     "quality": "stage: perplexity and agreement with HF, offline and served",
     "calibrate": "stage: every quantization strategy against fp32",
+    "finetune": "stage: LoRA and QLoRA on the project's task, served per request",
     "serve": "stage: a real server under load",
     "faults": "stage: the Part 4.2 errors injected into real processes",
     "stress": "stage: a soak under a steady request mix",
@@ -25,6 +26,8 @@ COMMANDS = {
     "gate": "stage: the release decision and report",
     "serve_peer": "tool: engine.server vs llama.cpp's llama-server under the same load",
     "release_gate": "every stage of dvc.yaml as one Prefect flow",
+    "finetune_train": "tool: the Prefect flow that trains one LoRA/QLoRA adapter",
+    "finetune_job": "tool: one fine-tuning job of the server API (the server starts it)",
 }
 
 

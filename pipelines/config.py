@@ -71,6 +71,22 @@ class CalibrateConf:
 
 
 @dataclass
+class FinetuneConf:
+    """What the finetune stage trains: the methods, the adapter's shape, the optimiser, the task's data."""
+
+    methods: list[str] = field(default_factory=lambda: ["lora", "qlora"])
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    learning_rate: float = 2e-3
+    epochs: int = 1
+    data: str = "data/finetune"
+
+
+@dataclass
 class ClusterConf:
     """How many nodes the engine runs on."""
 
@@ -156,6 +172,20 @@ class CalibrateSettings:
 
 
 @dataclass
+class FinetuneSettings:
+    """Sizes of the finetune stage: optimiser steps and batch, held-out task prompts, perplexity tokens, and the
+    decode benchmark with 0, 1 and several adapters in the batch."""
+
+    max_steps: int
+    batch_size: int
+    test_examples: int
+    ppl_tokens: int
+    context: int
+    decode_tokens: int
+    decode_batch: int
+
+
+@dataclass
 class StressSettings:
     """Length and request sizes of the soak."""
 
@@ -231,6 +261,7 @@ class ProfileConf:
     latency: LatencySettings
     quality: QualitySettings
     calibrate: CalibrateSettings
+    finetune: FinetuneSettings
     stress: StressSettings
     serve: ServeSettings
     faults: FaultSettings
@@ -266,6 +297,7 @@ class TollgateConf:
     gate_spec: str
     data: DataConf
     calibrate: CalibrateConf = field(default_factory=CalibrateConf)
+    finetune: FinetuneConf = field(default_factory=FinetuneConf)
     mlflow: MlflowConf = field(default_factory=lambda: MlflowConf("mlruns", "tollgate-release-gate"))
 
 

@@ -19,6 +19,9 @@ FEATURE_PATHS = {
     "tests/engine/quant/": "quantization",
     "tests/engine/test_scheduler.py": "continuous_batching",
     "tests/engine/test_block_manager.py": "continuous_batching",
+    "tests/engine/finetune/": "fine_tuning",
+    "tests/engine/test_lora.py": "fine_tuning",
+    "tests/engine/server/test_fine_tuning_api.py": "fine_tuning",
 }
 
 

@@ -13,6 +13,7 @@ invalid with LoadGen's reasons, so the latency checks turn INVALID saying why. L
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ OFFLINE_MARGIN = 1.3
 def serve_and_measure(p: TollgateConf) -> dict[str, Any]:
     """Server up, load, probes, server down (always)."""
     s = p.profile.serve
-    with running_server(p) as url:
+    with tempfile.TemporaryDirectory() as jobs, running_server(p, "--fine-tuning-dir", jobs) as url:
         model = Path(p.model.path).name
         sizes = {"url": url, "model": model, "prompt_len": s.prompt_len, "max_tokens": s.max_tokens}
         load_args = loadgen_args(

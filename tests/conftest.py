@@ -121,3 +121,33 @@ def live(smollm2: Path) -> Iterator[LiveServer]:
     server = start_server(ServerConfig(models=[str(smollm2)], engine=EngineConfig(kv_cache_bytes=256 * 2**20)))
     yield server
     server.stop()
+
+
+def make_adapter(base: Path, directory: Path, seed: int, rank: int = 4, targets: tuple[str, ...] | None = None) -> Path:
+    """A random LoRA adapter for `base`, written by HF transformers + peft (B is not zero, so it changes logits)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    modules = list(targets or ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=modules, init_lora_weights=False)
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():  # peft's random init is small against a tiny model's weights: make the effect visible
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(20)
+    peft_model.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Four adapters on the tiny Llama: all projections, attention only, MLP only, and rank 8 on q/v."""
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        "all": make_adapter(tiny_llama, root / "all", 1),
+        "attn": make_adapter(tiny_llama, root / "attn", 2, targets=("q_proj", "k_proj", "v_proj", "o_proj")),
+        "mlp": make_adapter(tiny_llama, root / "mlp", 3, targets=("gate_proj", "up_proj", "down_proj")),
+        "qv8": make_adapter(tiny_llama, root / "qv8", 4, rank=8, targets=("q_proj", "v_proj")),
+    }

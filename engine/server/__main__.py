@@ -2,8 +2,12 @@
 
     python -m engine.server --model models/smollm2-135m-instruct [--model PATH2] --host 127.0.0.1 --port 8000
 
-Each model is served under its directory name. /health answers 503 until the models are loaded; with
---memory-budget-mb only the first loads at start and the others on demand (least recently used unloaded).
+    python -m engine.server --model models/smollm2-135m-instruct --lora card=runs/card/adapter \\
+        --fine-tuning-dir runs/fine_tuning
+
+Each model is served under its directory name, each adapter under its NAME (`/v1/models` gives its parent).
+/health answers 503 until the models are loaded; with --memory-budget-mb only the first loads at start and the
+others on demand (least recently used unloaded). --fine-tuning-dir turns on OpenAI's files and fine-tuning API.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import torch
 import uvicorn
 
 from engine.engine import EngineConfig
+from engine.finetune.model import METHODS
 from engine.quant import available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
 from engine.server.app import ServerConfig, build_app
 from engine.server.guards import add_arguments, warn_if_exposed
+from engine.server.state import DEFAULT_MAX_LORAS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         "`python -m engine.quant quantize`",
     )
     p.add_argument("--calibration-text", default=DEFAULT_CALIBRATION, help="text GPTQ and AWQ calibrate on")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME=PATH",
+                   help="serve a peft LoRA adapter on the first --model as model NAME (repeatable)")  # fmt: skip
+    p.add_argument("--max-loras", type=int, default=DEFAULT_MAX_LORAS,
+                   help="distinct adapters in one batch; more wait, the least recently used is evicted")  # fmt: skip
+    p.add_argument("--max-lora-rank", type=int, default=16, help="the largest adapter rank served")
+    p.add_argument("--fine-tuning-dir", help="turn the files and fine-tuning API on, keeping uploads and jobs here")
+    p.add_argument("--fine-tuning-method", choices=METHODS, default="lora",
+                   help="what API jobs train: lora (fp32 base) or qlora (frozen 4-bit base)")  # fmt: skip
     p.add_argument("--log-level", default="info")
     add_arguments(p)
     args = p.parse_args(argv)
@@ -53,15 +67,24 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--quant {args.quant}: unknown; available: {', '.join(available_strategies())}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    loras = dict(spec.split("=", 1) for spec in args.lora if "=" in spec)
+    if len(loras) != len(args.lora):
+        p.error("--lora takes NAME=PATH")
+    lora_on = bool(loras or args.fine_tuning_dir)
     engine = EngineConfig(
         kv_cache_bytes=args.kv_cache_mb * 2**20,
         max_num_seqs=args.max_num_seqs,
         quant=args.quant,
         calibration_text=args.calibration_text,
+        max_loras=args.max_loras if lora_on else 0,
+        max_lora_rank=args.max_lora_rank,
     )
     warn_if_exposed(args.host, args.api_key)
     max_body = int(args.max_body_mb * 2**20)
-    config = ServerConfig(args.model, engine, args.max_waiting, args.memory_budget_mb, args.api_key, max_body)
+    config = ServerConfig(
+        args.model, engine, args.max_waiting, args.memory_budget_mb, args.api_key, max_body,
+        loras, args.fine_tuning_dir, args.fine_tuning_method,
+    )  # fmt: skip
     app = build_app(config)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

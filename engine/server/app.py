@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP API over one or more engines (FastAPI).
 
 Endpoints: GET /v1/models, POST /v1/completions, POST /v1/chat/completions (both stream over SSE), POST
-/v1/embeddings (mean of the final-norm hidden states over the input tokens), GET /health, GET /metrics.
+/v1/embeddings (mean of the final-norm hidden states over the input tokens), GET /health, GET /metrics; the
+files and fine-tuning endpoints are in engine.server.fine_tuning. A LoRA adapter is a model name of its own.
 Errors use OpenAI's shape; a bad request never takes the server down.
 """
 
@@ -20,8 +21,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import ParameterError
+from engine.finetune.jobs import JobStore
 from engine.server.async_engine import AsyncEngine, QueueFullError
+from engine.server.fine_tuning import build_router
 from engine.server.guards import Guards
+from engine.server.job_runner import JobRunner
 from engine.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, error_response
 from engine.server.responses import encode_embedding, new_id, response_body
 from engine.server.state import ApiError, Server, ServerConfig
@@ -42,10 +46,12 @@ def _params(req: SamplingFields, eng: AsyncEngine, prompt_len: int, max_tokens: 
     return None if max_tokens == 0 else params
 
 
-async def _submit(server: Server, eng: AsyncEngine, ids: list[int], params: Any, request: Request) -> Any:
+async def _submit(
+    server: Server, eng: AsyncEngine, ids: list[int], params: Any, request: Request, lora: str | None
+) -> Any:
     start = time.perf_counter()
     try:
-        stream = await eng.submit(ids, params)
+        stream = await eng.submit(ids, params, lora)
     except QueueFullError as exc:
         server.metrics.requests.labels(eng.name, "429").inc()
         raise ApiError(429, f"server busy: {exc}; retry later", code="queue_full") from None
@@ -60,7 +66,9 @@ def _prompt_ids(eng: AsyncEngine, prompt: str | list[int]) -> list[int]:
     return ids
 
 
-async def _completion_runs(server: Server, eng: AsyncEngine, req: CompletionRequest, request: Request):
+async def _completion_runs(
+    server: Server, eng: AsyncEngine, req: CompletionRequest, request: Request, lora: str | None
+):
     """One PromptRun per prompt of the request, each submitted (or answered at once when max_tokens is 0)."""
     runs = []
     for number, prompt in enumerate(req.prompts()):
@@ -70,9 +78,9 @@ async def _completion_runs(server: Server, eng: AsyncEngine, req: CompletionRequ
         if req.echo:
             run.echo_text = prompt if isinstance(prompt, str) else eng.tokenizer.decode(ids)
             if req.logprobs is not None:
-                run.echo_logprobs = await eng.prompt_logprobs(ids, req.logprobs)
+                run.echo_logprobs = await eng.prompt_logprobs(ids, req.logprobs, lora)
         if params is not None:
-            run.stream = await _submit(server, eng, ids, params, request)
+            run.stream = await _submit(server, eng, ids, params, request, lora)
         runs.append(run)
     return runs
 
@@ -133,20 +141,40 @@ async def _embeddings(eng: AsyncEngine, req: EmbeddingRequest) -> dict[str, Any]
     }
 
 
+def _job_runner(server: Server, config: ServerConfig) -> tuple[JobStore | None, JobRunner | None]:
+    """The fine-tuning store and its runner, when the server has a fine-tuning directory."""
+    if config.fine_tuning_dir is None:
+        return None, None
+    store = JobStore(config.fine_tuning_dir)
+    server.adapter_source = lambda: [
+        (j["fine_tuned_model"], j["model"], j["adapter"]) for j in store.jobs_in("succeeded")
+    ]
+    return store, JobRunner(store, lambda model: server.pool.paths[model], config.fine_tuning_method)
+
+
 def build_app(config: ServerConfig) -> FastAPI:
     server = Server(config)
+    store, runner = _job_runner(server, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(server.load())
+        jobs = None
+        if runner is not None:
+            runner.recover()
+            jobs = asyncio.create_task(runner.run())
         yield
         loading.cancel()
+        if jobs is not None:
+            jobs.cancel()
         for eng in server.engines.values():
             await eng.stop()
 
     app = FastAPI(title="Tollgate OpenAI-compatible server", lifespan=lifespan)
     app.add_middleware(Guards, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
     app.state.server = server
+    app.state.jobs = store
+    app.include_router(build_router(server))
 
     _install_error_handlers(app)
 
@@ -164,19 +192,20 @@ def build_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
+        server.refresh_adapters()
         created = int(time.time())
-        return {
-            "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": created, "owned_by": "tollgate"}
-                for name in server.pool.names
-            ],
-        }
+        bases = [{"id": n, "object": "model", "created": created, "owned_by": "tollgate", "root": n, "parent": None}
+                 for n in server.pool.names]  # fmt: skip
+        adapters = [
+            {"id": n, "object": "model", "created": created, "owned_by": "tollgate", "root": path, "parent": base}
+            for n, (base, path) in server.adapters.items()
+        ]
+        return {"object": "list", "data": bases + adapters}
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Response:
-        eng = await server.engine_for(req.model)
-        runs = await _completion_runs(server, eng, req, request)
+        eng, lora = await server.target(req.model)
+        runs = await _completion_runs(server, eng, req, request, lora)
         want_logprobs = req.logprobs is not None
         if req.stream:
             head = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()), "model": req.model}
@@ -188,7 +217,7 @@ def build_app(config: ServerConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request) -> Response:
-        eng = await server.engine_for(req.model)
+        eng, lora = await server.target(req.model)
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
         try:
             ids = eng.chat_prompt(messages)
@@ -197,7 +226,8 @@ def build_app(config: ServerConfig) -> FastAPI:
         eng.check_prompt(ids, "messages")
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = _params(req, eng, len(ids), req.max_completion_tokens or req.max_tokens, top)
-        run = PromptRun(None if params is None else await _submit(server, eng, ids, params, request), len(ids), 0)
+        stream = None if params is None else await _submit(server, eng, ids, params, request, lora)
+        run = PromptRun(stream, len(ids), 0)
         if req.stream:
             head = {
                 "id": new_id("chatcmpl"),
@@ -211,6 +241,9 @@ def build_app(config: ServerConfig) -> FastAPI:
 
     @app.post("/v1/embeddings")
     async def embeddings(req: EmbeddingRequest) -> dict[str, Any]:
-        return await _embeddings(await server.engine_for(req.model), req)
+        eng, lora = await server.target(req.model)
+        if lora is not None:
+            raise ApiError(400, f"{req.model!r} is a LoRA adapter; embeddings come from base models", "model")
+        return await _embeddings(eng, req)
 
     return app

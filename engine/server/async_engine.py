@@ -89,7 +89,9 @@ class AsyncEngine:
             if not deltas:  # a prefill chunk, or nothing schedulable yet: yield the loop briefly
                 await asyncio.sleep(0.001)
 
-    async def submit(self, prompt: str | list[int], params: SamplingParams) -> AsyncIterator[StreamDelta]:
+    async def submit(
+        self, prompt: str | list[int], params: SamplingParams, lora: str | None = None
+    ) -> AsyncIterator[StreamDelta]:
         """Queue a request now (raising QueueFullError or ValueError at once) and return its delta stream.
 
         Leaving the stream early (client gone, task cancelled) aborts the request and frees its KV blocks.
@@ -106,7 +108,7 @@ class AsyncEngine:
         self._queues[request_id] = queue
         self._inflight += params.n
         try:
-            await self._call(self.engine.add_request, prompt, params, request_id)
+            await self._call(self.engine.add_request, prompt, params, request_id, lora)
         except BaseException:
             del self._queues[request_id]
             self._inflight -= params.n
@@ -176,13 +178,16 @@ class AsyncEngine:
         """Mean-pooled final hidden state of the tokens (on the engine thread, between steps)."""
         return await self._call(lambda: self.engine.model.embed(token_ids).tolist())
 
-    async def prompt_logprobs(self, token_ids: list[int], top: int) -> list[TokenLogprob]:
+    async def prompt_logprobs(self, token_ids: list[int], top: int, lora: str | None = None) -> list[TokenLogprob]:
         """Each prompt token's logprob given the tokens before it, with `top` alternatives (none for the first).
 
         What `echo` with `logprobs` returns: lm-evaluation-harness scores loglikelihoods from it.
         """
 
         def score() -> list[TokenLogprob]:
+            loras = self.engine.loras
+            if loras is not None:  # between steps, on the engine thread: the next step sets its own segments
+                loras.use(lora)
             with torch.inference_mode():
                 logprobs = self.engine.model.score(token_ids)[:-1].float().log_softmax(-1)
             out = [TokenLogprob(token_ids[0], None, [])]

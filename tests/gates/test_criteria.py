@@ -258,3 +258,20 @@ def test_quantization_quality_is_judged_held_out_by_kl_and_loss_and_cannot_be_fl
         diverging[f"quant.{strategy}.heldout.kl_mean"] = Evidence(0.5)
         for evidence, expected in ((flattering, [FAIL, PASS]), (diverging, [PASS, FAIL]), ({}, [INVALID, INVALID])):
             assert [r.status for r in evaluate(only, evidence, rules)] == expected
+
+
+def test_fine_tuning_cannot_pass_on_a_task_the_base_model_already_does_or_on_an_extrapolation(spec) -> None:
+    """A trivial task (the base model already answers) fails 2.5's base check however high the tuned accuracy,
+    and a 7B number extrapolated from a small model, declared invalid by its stage, is never green."""
+    rules = ProfileRules(name="release", min_samples=1)
+    ids = ["features.2_5.task_accuracy", "features.2_5.base_cannot", "features.2_5.qlora_memory"]
+    only = spec.model_copy(update={"criteria": [c for c in spec.criteria if c.id in ids]})
+    extrapolated = Evidence(3.2, invalid_reason="stage finetune declares it invalid: extrapolated from 135M")
+    trivial = {
+        "finetune.lora.task_accuracy_pct": Evidence(100.0),
+        "finetune.base.task_accuracy_pct": Evidence(95.0),
+        "qlora.peak_memory_gb": extrapolated,
+    }
+    assert [r.status for r in evaluate(only, trivial, rules)] == [INVALID, PASS, FAIL]
+    learned = {**trivial, "finetune.base.task_accuracy_pct": Evidence(0.0)}
+    assert [r.status for r in evaluate(only, learned, rules)] == [INVALID, PASS, PASS]

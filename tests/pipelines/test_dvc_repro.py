@@ -33,6 +33,13 @@ OVERRIDES = [
     "profile.calibrate.context=128",
     "profile.calibrate.sensitivity_tokens=128",
     "profile.calibrate.int8_blocks=[1]",
+    "profile.finetune.max_steps=2",
+    "profile.finetune.batch_size=4",
+    "profile.finetune.test_examples=4",
+    "profile.finetune.ppl_tokens=128",
+    "profile.finetune.context=64",
+    "profile.finetune.decode_tokens=4",
+    "profile.finetune.decode_batch=2",
     "profile.stress.duration_s=8",
     "profile.serve.requests=4",
     "profile.serve.concurrency=2",
@@ -84,7 +91,7 @@ def repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     doc = json.loads((repro / "reports" / "decision.json").read_text())
     assert doc["scenario"] in {"A", "B", "C", "INVALID"}
-    assert len(doc["checks"]) == 118 and doc["context"]["model"] == "tiny-random"
+    assert len(doc["checks"]) == 122 and doc["context"]["model"] == "tiny-random"
     statuses = {c["id"]: c["status"] for c in doc["checks"]}
     assert statuses["quality.static_analysis"] in {"PASS", "FAIL"}  # measured by the codecheck stage
     assert statuses["compat.openai_parameters"] == "PASS"  # probed on the live server by the serve stage
@@ -94,7 +101,7 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     assert statuses["correctness.lm_eval_agreement"] == "PASS"  # lm-eval through the API = the engine offline
     assert statuses["quality.tests_passing"] == "PASS" and statuses["quality.unit_tests.coverage"] in {"PASS", "FAIL"}
     assert "Scenario" in (repro / "repro.log").read_text()
-    for name in ("bench", "quality", "calibrate", "serve", "faults", "stress", "security", "code", "tests"):
+    for name in ("bench", "quality", "calibrate", "finetune", "serve", "faults", "stress", "security", "code", "tests"):
         prov = json.loads((repro / "metrics" / f"{name}.json").read_text())["_provenance"]
         assert doc["evidence"][f"metrics/{name}.json"]["sha256"] and prov["git_sha"] == doc["gate"]["git_sha"]
     quant = json.loads((repro / "metrics" / "calibrate.json").read_text())
@@ -108,6 +115,10 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     assert (repro / "models" / "quant" / "tiny-random-gptq" / "quantization.json").is_file()
     assert "| gptq |" in (repro / "reports" / "quant_head_to_head.md").read_text()
     assert (repro / "reports" / "release_report.html").stat().st_size > 1000
+    assert statuses["compat.openai_endpoints"] == "PASS"  # the fine-tunes endpoints count now
+    finetune = json.loads((repro / "metrics" / "finetune.json").read_text())
+    assert {"lora", "qlora", "base", "merge", "decode"} <= finetune["finetune"].keys()
+    assert statuses["features.2_5.qlora_memory"] == "NOT_IN_PROFILE" and "qlora.peak_memory_gb" in finetune["_invalid"]
     mlperf = json.loads((repro / "metrics" / "serve.json").read_text())["serve"]["mlperf"]
     assert mlperf["loadgen_result"] in {"VALID", "INVALID"} and mlperf["queries"] >= 6  # LoadGen ran the server
     assert (repro / "reports" / "mlperf" / "server" / "mlperf_log_summary.txt").is_file()

@@ -1,0 +1,35 @@
+"""The finetune stage's bookkeeping: 7B numbers from a small model are extrapolations, labelled and declared
+invalid; QLoRA's quality is its task accuracy against LoRA's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pipelines.finetune import NF4_BITS, SEVEN_B, assemble, extrapolate
+
+
+def test_the_7b_extrapolation_scales_time_by_parameters_and_swaps_the_weights() -> None:
+    run = {"seconds": 360.0, "peak_rss_mb": 2048.0}
+    params, weights = 135e6, 135e6 * NF4_BITS / 8
+    out = extrapolate(params, run, weights)
+    assert out["hours_per_7b"] == pytest.approx(0.1 * SEVEN_B / params)
+    overhead = 2048 * 2**20 - weights
+    assert out["peak_memory_gb"] == pytest.approx((SEVEN_B * NF4_BITS / 8 + overhead) / 2**30)
+
+
+def test_a_small_model_s_7b_numbers_are_declared_invalid_and_quality_is_relative_to_lora(tiny_llama: Path) -> None:
+    p = SimpleNamespace(model=SimpleNamespace(path=str(tiny_llama), name="tiny"))
+    run = {"steps": 2, "tokens": 100, "seconds": 3.0, "tokens_per_s": 33.0, "peak_rss_mb": 900.0, "history": []}
+    measured = {
+        "base": {"task_accuracy_pct": 0.0},
+        "lora": {"task_accuracy_pct": 80.0},
+        "qlora": {"task_accuracy_pct": 76.0},
+    }
+    doc = assemble(p, {"lora": dict(run), "qlora": dict(run)}, measured)
+    assert doc["qlora"]["quality_pct"] == pytest.approx(95.0)
+    assert set(doc["_invalid"]) == {"qlora.hours_per_7b", "qlora.peak_memory_gb"}
+    assert "extrapolated from tiny" in doc["_invalid"]["qlora.peak_memory_gb"]
+    assert doc["finetune"]["qlora"]["peak_rss_mb"] == 900.0 and doc["finetune"]["params_m"] < 10
