@@ -17,7 +17,7 @@ from engine.finetune.jobs import JobStore, fine_tuned_name
 from engine.finetune.train import Cancelled
 from pipelines.finetune_train import train_adapter
 
-BASE_LEARNING_RATE = 2e-3  # OpenAI's learning_rate_multiplier scales this
+BASE_LEARNING_RATE = 1e-3  # OpenAI's learning_rate_multiplier scales this
 
 
 def settings_from(hyper: dict, seed: int) -> dict:

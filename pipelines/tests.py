@@ -24,11 +24,15 @@ from pipelines.config import load_params
 COVERED = ("engine", "gates", "pipelines")
 
 
-def pytest_command(markers: str, paths: list[str], summary: Path, coverage_json: Path) -> list[str]:
+def pytest_command(
+    markers: str, paths: list[str], summary: Path, coverage_json: Path, ignore: list[str] | None = None
+) -> list[str]:
     """The pytest invocation of the stage (what `make test` runs, plus coverage and the evidence plugin)."""
     cov = [f"--cov={pkg}" for pkg in COVERED] + [f"--cov-report=json:{coverage_json}"]
     evidence = ["-p", "pipelines.pytest_evidence", f"--evidence-out={summary}"]
-    return [sys.executable, "-m", "pytest", "-m", markers, *paths, "-q", "-p", "no:cacheprovider", *evidence, *cov]
+    skipped = [f"--ignore={path}" for path in ignore or []]
+    flags = ["-q", "-p", "no:cacheprovider", *skipped, *evidence, *cov]
+    return [sys.executable, "-m", "pytest", "-m", markers, *paths, *flags]
 
 
 def _failed_run(proc: subprocess.CompletedProcess, minutes: float) -> dict[str, Any]:
@@ -41,12 +45,15 @@ def _failed_run(proc: subprocess.CompletedProcess, minutes: float) -> dict[str, 
     }  # fmt: skip
 
 
-def run_pytest(markers: str, paths: list[str]) -> tuple[dict[str, Any], subprocess.CompletedProcess]:
+def run_pytest(
+    markers: str, paths: list[str], ignore: list[str] | None = None
+) -> tuple[dict[str, Any], subprocess.CompletedProcess]:
     """Run pytest once in a subprocess; returns the evidence document and the finished process."""
     with tempfile.TemporaryDirectory() as tmp:
         summary, coverage = Path(tmp) / "summary.json", Path(tmp) / "coverage.json"
         start = time.perf_counter()
-        proc = subprocess.run(pytest_command(markers, paths, summary, coverage), capture_output=True, text=True)
+        command = pytest_command(markers, paths, summary, coverage, ignore)
+        proc = subprocess.run(command, capture_output=True, text=True)
         minutes = (time.perf_counter() - start) / 60
         if not summary.is_file():
             return _failed_run(proc, minutes), proc
@@ -58,9 +65,9 @@ def run_pytest(markers: str, paths: list[str]) -> tuple[dict[str, Any], subproce
 
 
 @task
-def run_suite(markers: str, paths: list[str]) -> dict[str, Any]:
+def run_suite(markers: str, paths: list[str], ignore: list[str]) -> dict[str, Any]:
     """The suite's evidence, with pytest's verdict in the stage log."""
-    doc, proc = run_pytest(markers, paths)
+    doc, proc = run_pytest(markers, paths, ignore)
     summary = proc.stdout.strip().splitlines()[-1:] or ["no output"]
     print(f"pytest -m {markers!r} {' '.join(paths)} exited {proc.returncode}: {summary[0]}")
     for nodeid in doc.get("_failed", []):
@@ -75,6 +82,7 @@ def tests_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Run the profile's test selection and record the outcome as evidence."""
     started = now_utc()
     p = load_params(Path(params_path))
-    metrics = run_suite(p.profile.tests.markers, list(p.profile.tests.paths))
+    t = p.profile.tests
+    metrics = run_suite(t.markers, list(t.paths), list(t.ignore))
     write_metrics("tests", metrics, params_path, started)
     return metrics

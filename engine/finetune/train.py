@@ -34,7 +34,7 @@ class Cancelled(Exception):
 class TrainSettings:
     """Optimisation knobs (OpenAI's hyperparameters map onto epochs, batch_size and learning_rate)."""
 
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     epochs: int = 1
     batch_size: int = 8
     max_steps: int | None = None
