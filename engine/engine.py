@@ -10,10 +10,8 @@ from typing import Any
 
 import torch
 
-from engine.errors import ParameterError
 from engine.faults import make_sampler
 from engine.loader import load
-from engine.lora import LoraManager
 from engine.model_runner import ModelRunner
 from engine.outputs import RequestOutput, StreamDelta
 from engine.sampling import SamplingParams
@@ -89,11 +87,14 @@ class LLMEngine:
             self.max_model_len,
         )  # fmt: skip
         self.block_manager = self.scheduler.bm
-        self.loras = self._lora_manager()
-        self.scheduler.max_loras = self.loras.max_loras if self.loras else 0
+        slots = cfg.max_loras or (1 if cfg.lora_modules else 0)
         self.runner = ModelRunner(
-            self.model, num_blocks, cfg.block_size, compile_model=not cfg.enforce_eager, loras=self.loras
+            self.model, num_blocks, cfg.block_size, not cfg.enforce_eager, slots, cfg.max_lora_rank
         )
+        self.loras = self.runner.loras
+        for name, path in cfg.lora_modules.items():
+            self.add_lora(name, path)
+        self.scheduler.max_loras = self.loras.max_loras if self.loras else 0
         self.sampler = make_sampler(cfg.fault, cfg.seed)
         eos = set(mcfg.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
@@ -102,18 +103,6 @@ class LLMEngine:
         self.requests: dict[str, Request] = {}
         self.stats = EngineStats()
         self._ids = itertools.count()
-
-    def _lora_manager(self) -> LoraManager | None:
-        """LoRA slots around the model's layers when adapters may be served (eager only: segments change per step)."""
-        cfg = self.config
-        if not (cfg.max_loras or cfg.lora_modules):
-            return None
-        if not cfg.enforce_eager:
-            raise ValueError("LoRA serving runs eager: drop enforce_eager=False (--compile) or the adapters")
-        manager = LoraManager(self.model, max(cfg.max_loras, 1), cfg.max_lora_rank)
-        for name, path in cfg.lora_modules.items():
-            manager.register(name, path)
-        return manager
 
     def add_lora(self, name: str, path: str | Path) -> None:
         """Serve a peft adapter as `name` from now on (its weights load on first use)."""
@@ -148,10 +137,7 @@ class LLMEngine:
         if request_id in self.requests:
             raise ValueError(f"request_id {request_id!r} is already in use")
         ids = self.checked_prompt(prompt, params)
-        if lora is not None and self.loras is None:
-            raise ParameterError("model", f"unknown LoRA adapter {lora!r}: no adapters are served", "model_not_found")
-        if self.loras is not None:
-            self.loras.check(lora)
+        self.runner.check_adapter(lora)
         stops = frozenset(params.stop_token_ids) | (frozenset() if params.ignore_eos else self.eos_token_ids)
         text = prompt if isinstance(prompt, str) else None
         request = Request.start(request_id, text, ids, params, self.tokenizer, stops, lora)

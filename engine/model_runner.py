@@ -9,6 +9,7 @@ import torch
 from torch._inductor import config as inductor_config
 
 from engine.attention import AttentionMetadata, SeqSlice
+from engine.errors import ParameterError
 from engine.lora import LoraManager
 from engine.models.llama import LlamaForCausalLM
 from engine.scheduler import SchedulerOutput
@@ -36,11 +37,17 @@ class ModelRunner:
         num_blocks: int,
         block_size: int,
         compile_model: bool = False,
-        loras: LoraManager | None = None,
+        max_loras: int = 0,
+        max_lora_rank: int = 16,
     ) -> None:
         cfg = model.config
         weight = model.embed_tokens.weight
-        self.model, self.loras = model, loras
+        self.model = model
+        self.loras = None  # LoRA slots around the layers, when adapters may be served
+        if max_loras:
+            if compile_model:  # the step's segments are Python state the compiled graph would not see
+                raise ValueError("LoRA serving runs eager: drop enforce_eager=False (--compile) or the adapters")
+            self.loras = LoraManager(model, max_loras, max_lora_rank)
         self.forward = compiled(model) if compile_model else model
         self.block_size = block_size
         self.device = weight.device
@@ -84,6 +91,13 @@ class ModelRunner:
         meta = AttentionMetadata(seqs=seqs, slot_mapping=torch.cat(slots).to(self.device), kv_cache=self.kv_cache)
         input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
         return input_ids, torch.cat(positions).to(self.device), meta
+
+    def check_adapter(self, name: str | None) -> None:
+        """ParameterError unless `name` is None or an adapter this runner serves."""
+        if name is not None and self.loras is None:
+            raise ParameterError("model", f"unknown LoRA adapter {name!r}: no adapters are served", "model_not_found")
+        if self.loras is not None:
+            self.loras.check(name)
 
     @torch.inference_mode()
     def run(self, batch: SchedulerOutput) -> torch.Tensor:

@@ -12,6 +12,7 @@ such and declared invalid, so the gate cannot read them as measurements.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
 
 from engine.loader import load_model
 from pipelines.common import PLOTS, REPORTS, now_utc, stage_run_name, write_metrics
@@ -43,7 +45,9 @@ def train(p: TollgateConf, method: str) -> dict[str, Any]:
         "--learning-rate", str(f.learning_rate), "--epochs", str(f.epochs), "--max-steps", str(s.max_steps),
         "--batch-size", str(s.batch_size), "--seed", "0", "--mlflow-store", p.mlflow.tracking_dir,
     ]  # fmt: skip
-    subprocess.run(command, check=True)
+    # the child's flow run reports to this flow's Prefect API (ephemeral or not) instead of starting its own
+    env = {**os.environ, "PREFECT_API_URL": str(get_client(sync_client=True).api_url)}
+    subprocess.run(command, check=True, env=env)
     return json.loads((out / "result.json").read_text())
 
 

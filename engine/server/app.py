@@ -9,32 +9,31 @@ Errors use OpenAI's shape; a bad request never takes the server down.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.errors import ParameterError
-from engine.finetune.jobs import JobStore
 from engine.server.async_engine import AsyncEngine, QueueFullError
-from engine.server.fine_tuning import build_router
+from engine.server.fine_tuning import install_fine_tuning
 from engine.server.guards import Guards
-from engine.server.job_runner import JobRunner
-from engine.server.protocol import ChatRequest, CompletionRequest, EmbeddingRequest, SamplingFields, error_response
+from engine.server.protocol import (
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    SamplingFields,
+    error_response,
+    install_error_handlers,
+)
 from engine.server.responses import encode_embedding, new_id, response_body
-from engine.server.state import ApiError, Server, ServerConfig
+from engine.server.state import Server, ServerConfig
 from engine.server.streams import PromptRun, collect, event_stream, until_disconnect
 
 __all__ = ["ServerConfig", "build_app"]
-
-log = logging.getLogger(__name__)
-RETRY_AFTER_S = 1
 
 
 def _params(req: SamplingFields, eng: AsyncEngine, prompt_len: int, max_tokens: int | None, logprobs: int | None):
@@ -85,39 +84,6 @@ async def _completion_runs(
     return runs
 
 
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every error leaves in OpenAI's shape; nothing a client sends takes the server down."""
-
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
-        return error_response(exc.status, exc.message, exc.param, exc.code, headers)
-
-    @app.exception_handler(ParameterError)
-    async def bad_parameter(_: Request, exc: ParameterError) -> JSONResponse:
-        return error_response(400, str(exc), exc.param, exc.code)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        if first.get("type") == "json_invalid":  # its loc is a byte offset, not a field
-            return error_response(
-                400, f"body is not valid JSON: {first.get('ctx', {}).get('error', '')}", None, "invalid_json"
-            )
-        loc = [str(p) for p in first.get("loc", []) if p != "body"]
-        message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request body')}"
-        return error_response(400, message, ".".join(loc) or None, "invalid_request")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), None, None, exc.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(500, f"internal error: {type(exc).__name__}")
-
-
 async def _embeddings(eng: AsyncEngine, req: EmbeddingRequest) -> dict[str, Any]:
     """Mean-pooled final hidden states, one vector per input (text or token ids)."""
     inputs = (
@@ -141,20 +107,8 @@ async def _embeddings(eng: AsyncEngine, req: EmbeddingRequest) -> dict[str, Any]
     }
 
 
-def _job_runner(server: Server, config: ServerConfig) -> tuple[JobStore | None, JobRunner | None]:
-    """The fine-tuning store and its runner, when the server has a fine-tuning directory."""
-    if config.fine_tuning_dir is None:
-        return None, None
-    store = JobStore(config.fine_tuning_dir)
-    server.adapter_source = lambda: [
-        (j["fine_tuned_model"], j["model"], j["adapter"]) for j in store.jobs_in("succeeded")
-    ]
-    return store, JobRunner(store, lambda model: server.pool.paths[model], config.fine_tuning_method)
-
-
 def build_app(config: ServerConfig) -> FastAPI:
     server = Server(config)
-    store, runner = _job_runner(server, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -173,10 +127,9 @@ def build_app(config: ServerConfig) -> FastAPI:
     app = FastAPI(title="Tollgate OpenAI-compatible server", lifespan=lifespan)
     app.add_middleware(Guards, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
     app.state.server = server
-    app.state.jobs = store
-    app.include_router(build_router(server))
+    runner = install_fine_tuning(app, server, config)
 
-    _install_error_handlers(app)
+    install_error_handlers(app)
 
     @app.get("/health")
     async def health() -> Response:

@@ -13,11 +13,13 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Form, Query, Request, UploadFile
+from fastapi import APIRouter, FastAPI, Form, Query, Request, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.finetune.jobs import FINISHED, JobStore
-from engine.server.state import ApiError, Server
+from engine.server.job_runner import JobRunner
+from engine.server.protocol import ApiError
+from engine.server.state import Server, ServerConfig
 
 PURPOSES = ("fine-tune", "batch", "assistants", "user_data", "evals", "vision")
 SUFFIX = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
@@ -278,3 +280,17 @@ def add_legacy_routes(router: APIRouter, server: Server) -> None:
         data = [{"object": "fine-tune-event", "created_at": r["created_at"], "level": r["level"],
                  "message": r["message"]} for r in reversed(_events(request, job_id))]  # fmt: skip
         return {"object": "list", "data": data}
+
+
+def install_fine_tuning(app: FastAPI, server: Server, config: ServerConfig) -> JobRunner | None:
+    """The endpoints (404 "fine-tuning is off" without a directory), the job store on `app.state.jobs`, and
+    the runner the app's lifespan starts; a succeeded job's adapter is served under its `fine_tuned_model`."""
+    app.include_router(build_router(server))
+    app.state.jobs = None
+    if config.fine_tuning_dir is None:
+        return None
+    store = app.state.jobs = JobStore(config.fine_tuning_dir)
+    server.adapter_source = lambda: [
+        (job["fine_tuned_model"], job["model"], job["adapter"]) for job in store.jobs_in("succeeded")
+    ]
+    return JobRunner(store, lambda model: server.pool.paths[model], config.fine_tuning_method)

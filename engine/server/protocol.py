@@ -1,14 +1,22 @@
-"""OpenAI request schemas (unknown fields are ignored, as OpenAI clients send extras) and error replies."""
+"""OpenAI request schemas (unknown fields are ignored, as OpenAI clients send extras) and error replies: the
+`ApiError` handlers and the rest turn every failure into OpenAI's error shape."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import ParameterError
 from engine.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = 1
 
 
 class StreamOptions(BaseModel):
@@ -124,3 +132,44 @@ def error_response(
     """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
     body = {"error": {"message": message, "type": ERROR_TYPES.get(status, "api_error"), "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+class ApiError(Exception):
+    """An error reply in OpenAI's shape: HTTP status, message, the parameter at fault and a code."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves in OpenAI's shape; nothing a client sends takes the server down."""
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if exc.status in (429, 503) else None
+        return error_response(exc.status, exc.message, exc.param, exc.code, headers)
+
+    @app.exception_handler(ParameterError)
+    async def bad_parameter(_: Request, exc: ParameterError) -> JSONResponse:
+        return error_response(400, str(exc), exc.param, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        if first.get("type") == "json_invalid":  # its loc is a byte offset, not a field
+            return error_response(
+                400, f"body is not valid JSON: {first.get('ctx', {}).get('error', '')}", None, "invalid_json"
+            )
+        loc = [str(p) for p in first.get("loc", []) if p != "body"]
+        message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request body')}"
+        return error_response(400, message, ".".join(loc) or None, "invalid_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), None, None, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, f"internal error: {type(exc).__name__}")

@@ -11,6 +11,7 @@ from engine.server.async_engine import AsyncEngine
 from engine.server.guards import DEFAULT_MAX_BODY_BYTES
 from engine.server.metrics import ServerMetrics
 from engine.server.models import ModelPool, ModelUnavailableError
+from engine.server.protocol import ApiError
 
 DEFAULT_MAX_LORAS = 4  # LoRA slots per base model when adapters may be served (vLLM's --max-loras)
 
@@ -28,14 +29,6 @@ class ServerConfig:
     loras: dict[str, str] = field(default_factory=dict)  # adapter name -> peft directory, on the first model
     fine_tuning_dir: str | None = None  # None: the files and fine-tuning API are off
     fine_tuning_method: str = "lora"  # what API jobs train: lora or qlora
-
-
-class ApiError(Exception):
-    """An error reply in OpenAI's shape: HTTP status, message, the parameter at fault and a code."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
 
 
 class Server:

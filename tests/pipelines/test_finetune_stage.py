@@ -33,3 +33,33 @@ def test_a_small_model_s_7b_numbers_are_declared_invalid_and_quality_is_relative
     assert set(doc["_invalid"]) == {"qlora.hours_per_7b", "qlora.peak_memory_gb"}
     assert "extrapolated from tiny" in doc["_invalid"]["qlora.peak_memory_gb"]
     assert doc["finetune"]["qlora"]["peak_rss_mb"] == 900.0 and doc["finetune"]["params_m"] < 10
+
+
+def test_measure_and_report_on_a_tiny_model(
+    tiny_llama: Path, tiny_adapters: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.finetune import write_loss_plot, write_report
+    from pipelines.finetune_measure import measure
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(tmp_path)  # the stage writes reports/ and plots/ where it runs
+    sizes = SimpleNamespace(test_examples=2, ppl_tokens=64, context=32, decode_tokens=2, decode_batch=2)
+    p = SimpleNamespace(
+        model=SimpleNamespace(path=str(tiny_llama), name="tiny"),
+        finetune=SimpleNamespace(data=str(root / "data" / "finetune"), methods=["lora"]),
+        data=SimpleNamespace(eval_text=str(root / "data" / "wikitext-2" / "test.txt")),
+        profile=SimpleNamespace(name="ci", repetitions=1, finetune=sizes),
+    )
+    history = [{"step": 1, "train_loss": 2.0, "tokens": 10}, {"step": 2, "train_loss": 1.0, "tokens": 20}]
+    run = {"adapter": str(tiny_adapters["all"]), "steps": 2, "tokens": 20, "seconds": 1.0, "tokens_per_s": 20.0,
+           "peak_rss_mb": 500.0, "history": history}  # fmt: skip
+    measured, failures = measure(p, {"lora": run})
+    # float rounding only (the test adapter is scaled far beyond a trained one's size, hence the looser bound)
+    assert measured["merge"]["max_rel_logit_diff"] < 1e-3 and measured["merge"]["top1_agreement_pct"] == 100
+    assert measured["decode"]["adapters4_tok_s"] > 0
+    assert measured["base"]["task_accuracy_pct"] == 0.0 and len(failures["lora"]) == 2
+    doc = assemble(p, {"lora": run}, measured)
+    assert doc["qlora"] == {} and doc["_invalid"] == {}  # no QLoRA run: nothing to extrapolate or compare
+    write_loss_plot({"lora": run})
+    assert "| lora |" in write_report(p, doc, failures)
+    assert (tmp_path / "plots" / "finetune_loss.png").is_file() and (tmp_path / "reports" / "finetune.md").is_file()

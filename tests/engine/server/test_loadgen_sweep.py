@@ -16,7 +16,9 @@ MODEL = "smollm2-135m-instruct"
 def test_a_sweep_finds_the_knee_and_writes_json_html_and_a_baseline_diff(live, tmp_path: Path, capsys) -> None:
     out = tmp_path / "sweep.json"
     args = ["--url", live.url, "--model", MODEL, "--slo-ttft-ms", "5000", "--slo-tpot-ms", "1000", "--rates", "2"]
-    args += ["--repetitions", "2", "--duration-s", "1.5", "--max-concurrency", "4", "--prompt-len", "16"]
+    # 4 s per run, as the serve stage: with 1.5 s a run held ~4 requests, and one slow completion among them
+    # read as over-saturation (the first rate judged saturated, nothing sustainable)
+    args += ["--repetitions", "2", "--duration-s", "4", "--max-concurrency", "4", "--prompt-len", "16"]
     assert main([*args, "--max-tokens", "4", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["max_sustainable_rps"] > 0 and doc["n"] > 0
