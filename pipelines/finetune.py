@@ -21,12 +21,14 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
+from prefect.runtime import flow_run
 
 from engine.loader import load_model
 from pipelines.common import PLOTS, REPORTS, now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.finetune_measure import measure
 from pipelines.plots import chart, write_csv
+from pipelines.prefect_parent import PARENT_ENV
 
 SEVEN_B = 7e9
 NF4_BITS = 4.5  # 4-bit codes plus one fp32 absmax per 64 weights (bitsandbytes' block size)
@@ -45,8 +47,8 @@ def train(p: TollgateConf, method: str) -> dict[str, Any]:
         "--learning-rate", str(f.learning_rate), "--epochs", str(f.epochs), "--max-steps", str(s.max_steps),
         "--batch-size", str(s.batch_size), "--seed", "0", "--mlflow-store", p.mlflow.tracking_dir,
     ]  # fmt: skip
-    # the child's flow run reports to this flow's Prefect API (ephemeral or not) instead of starting its own
-    env = {**os.environ, "PREFECT_API_URL": str(get_client(sync_client=True).api_url)}
+    # the child's flow run is a subflow of this one, on this flow's Prefect API (ephemeral or not)
+    env = {**os.environ, "PREFECT_API_URL": str(get_client(sync_client=True).api_url), PARENT_ENV: str(flow_run.id)}
     subprocess.run(command, check=True, env=env)
     return json.loads((out / "result.json").read_text())
 
@@ -71,14 +73,17 @@ def assemble(p: TollgateConf, runs: dict[str, dict[str, Any]], measured: dict[st
     for method, result in runs.items():
         finetune[method].update({k: result[k] for k in keep if result.get(k) is not None})
     qlora: dict[str, Any] = {}
-    if "qlora" in runs and "lora" in runs and finetune["lora"]["task_accuracy_pct"] > 0:
-        qlora["quality_pct"] = 100 * finetune["qlora"]["task_accuracy_pct"] / finetune["lora"]["task_accuracy_pct"]
     invalid = {}
+    if "qlora" in runs and "lora" in runs:
+        lora_pct = finetune["lora"]["task_accuracy_pct"]
+        qlora["quality_pct"] = 100 * finetune["qlora"]["task_accuracy_pct"] / lora_pct if lora_pct else 0.0
+        if not lora_pct:
+            invalid["qlora.quality_pct"] = "LoRA reached 0% task accuracy: there is no quality to compare QLoRA with"
     if "qlora" in runs:
         qlora.update(extrapolate(params, finetune["qlora"], weight_bytes))
         if params < 0.9 * SEVEN_B:
             why = f"extrapolated from {p.model.name} ({params / 1e6:.0f}M parameters) to 7B; no 7B model was trained"
-            invalid = {"qlora.hours_per_7b": why, "qlora.peak_memory_gb": why}
+            invalid.update({"qlora.hours_per_7b": why, "qlora.peak_memory_gb": why})
     return {"finetune": finetune, "qlora": qlora, "_invalid": invalid}
 
 

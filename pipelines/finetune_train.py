@@ -23,6 +23,7 @@ from engine.finetune.options import add_train_arguments, settings_from
 from engine.finetune.train import Trainer, TrainSettings, write_result
 from engine.loader import load_tokenizer
 from gates.history import tracking_uri
+from pipelines.prefect_parent import PARENT_ENV, run_in_parent
 
 
 def log_to_mlflow(store: str, experiment: str, name: str, params: dict[str, Any], result: dict[str, Any]) -> str:
@@ -107,9 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="tollgate-finetune")
     args = parser.parse_args(argv)
     lora, settings = settings_from(args)
+    parameters = {"base": args.base, "train_file": args.train, "valid_file": args.valid, "out": args.out,
+                  "lora": asdict(lora), "settings": asdict(settings), "mlflow_store": args.mlflow_store,
+                  "experiment": args.experiment}  # fmt: skip
     try:
-        result = train_adapter(args.base, args.train, args.valid, args.out, asdict(lora), asdict(settings),
-                               args.mlflow_store, args.experiment)  # fmt: skip
+        if os.environ.get(PARENT_ENV):  # started by a stage: a subflow of its flow run
+            result = run_in_parent(train_adapter, parameters, os.environ[PARENT_ENV])
+        else:
+            result = train_adapter(**parameters)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from prefect.flows import Flow
 from prefect.states import Completed, Failed, Running
 
 KEY_ENV = "TOLLGATE_PIPELINE_RUN"
+PARENT_ENV = "TOLLGATE_PARENT_FLOW_RUN"  # a flow run id: a child process's flow runs as its subflow
 PIPELINE_FLOW = "release_gate"
 LABELS = ("profile", "model", "quant", "cluster", "git")
 
@@ -64,6 +65,22 @@ def parent_run(client: SyncPrefectClient, parent_flow: Flow, key: str, name: str
     if found:
         return found[0]
     return client.create_flow_run(parent_flow, name=name, tags=[*tags, tag], state=Running())
+
+
+def run_in_parent(flow: Flow, parameters: dict[str, Any], parent_id: Any, tags: list[str] | None = None) -> Any:
+    """Run `flow` in this process as a subflow of flow run `parent_id` (another process's): a tracking task
+    run in the parent, as Prefect makes for a nested flow call, with the child flow run under it."""
+    with get_client(sync_client=True) as client:
+        tracker = Task(name=flow.name, fn=flow.fn)
+        task_run = client.create_task_run(tracker, parent_id, dynamic_key=f"{flow.name}-{os.getpid()}", state=Running())
+        child = client.create_flow_run(flow, parameters=parameters, parent_task_run_id=task_run.id, tags=tags or [])
+        try:
+            result = run_flow(flow, flow_run=child, parameters=parameters)
+        except BaseException as exc:
+            client.set_task_run_state(task_run.id, Failed(message=f"{type(exc).__name__}: {exc}"[:500]), force=True)
+            raise
+        client.set_task_run_state(task_run.id, Completed(), force=True)
+        return result
 
 
 def run_as_subflow(flow: Flow, params_path: str, parent_flow: Flow, key: str, labels: list[str]) -> Any:

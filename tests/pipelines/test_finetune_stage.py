@@ -33,6 +33,9 @@ def test_a_small_model_s_7b_numbers_are_declared_invalid_and_quality_is_relative
     assert set(doc["_invalid"]) == {"qlora.hours_per_7b", "qlora.peak_memory_gb"}
     assert "extrapolated from tiny" in doc["_invalid"]["qlora.peak_memory_gb"]
     assert doc["finetune"]["qlora"]["peak_rss_mb"] == 900.0 and doc["finetune"]["params_m"] < 10
+    measured["lora"]["task_accuracy_pct"] = 0.0  # LoRA learned nothing: QLoRA's "quality" is no number to pass
+    doc = assemble(p, {"lora": dict(run), "qlora": dict(run)}, measured)
+    assert doc["qlora"]["quality_pct"] == 0.0 and "qlora.quality_pct" in doc["_invalid"]
 
 
 def test_measure_and_report_on_a_tiny_model(

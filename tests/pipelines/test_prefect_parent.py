@@ -36,3 +36,25 @@ def test_the_environment_names_the_pipeline_and_a_hand_run_stage_has_none(monkey
     assert pipeline_key() is None
     monkeypatch.setenv(KEY_ENV, "gh-123-1")
     assert pipeline_key() == "gh-123-1"
+
+
+def test_a_flow_run_in_another_process_hangs_under_the_flow_that_started_it() -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    from pipelines.prefect_parent import run_in_parent
+
+    @flow(name="child-of-test")
+    def child(x: int) -> tuple[int, str]:
+        return x + 1, str(flow_run.id)
+
+    @flow(name="parent-of-test")
+    def parent() -> tuple[tuple[int, str], str]:
+        return run_in_parent(child, {"x": 1}, flow_run.id), str(flow_run.id)
+
+    (result, child_id), parent_id = parent()
+    assert result == 2
+    with get_client(sync_client=True) as client:
+        tracker = client.read_task_run(client.read_flow_run(child_id).parent_task_run_id)
+    assert str(tracker.flow_run_id) == parent_id
