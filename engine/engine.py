@@ -12,7 +12,7 @@ import torch
 
 from engine.faults import make_sampler
 from engine.loader import load
-from engine.model_runner import ModelRunner
+from engine.model_runner import ModelRunner, plan_cache
 from engine.outputs import RequestOutput, StreamDelta
 from engine.sampling import SamplingParams
 from engine.scheduler import Scheduler, SchedulerOutput
@@ -33,6 +33,12 @@ class EngineConfig:
     max_model_len: int | None = None
     enable_prefix_caching: bool = True
     dtype: torch.dtype = torch.float32
+    # the cache dtype (engine.kv_cache: auto, fp32, bf16, fp16, int8, int4), and which cached tokens a query sees:
+    # `dense` all of them, `sink-window` the first `sinks` and the last `window` (engine.attention)
+    kv_cache_dtype: str = "auto"
+    attention: str = "dense"
+    window: int = 4096
+    sinks: int = 4
     device: str = "cpu"
     seed: int | None = 0
     quant: str = "none"  # a strategy from engine.quant (int8, int4, gptq, awq, bitnet, plugins)
@@ -76,21 +82,21 @@ class LLMEngine:
             model, cfg.quant, cfg.quant_options, cfg.calibration_text, cfg.calibration_tokens, cfg.dtype, cfg.device
         )
         mcfg = self.model.config
-        per_block = mcfg.kv_bytes_per_token(torch.finfo(cfg.dtype).bits // 8) * cfg.block_size
-        num_blocks = cfg.num_blocks or max(1, cfg.kv_cache_bytes // per_block)
-        limits = [mcfg.max_position_embeddings, num_blocks * cfg.block_size]
-        if mcfg.sliding_window:  # sliding-window attention is not implemented: stay inside the window
-            limits.append(mcfg.sliding_window)
-        self.max_model_len = min([*limits, cfg.max_model_len or limits[0]])
+        plan = plan_cache(self.model, cfg)
+        self.max_model_len = plan.max_model_len
+        if self.max_model_len > self.model.max_positions:  # rope tables for every position a sequence reaches
+            self.model.max_positions = self.max_model_len
+            self.model.rebuild_derived()
         self.scheduler = Scheduler.with_blocks(
-            num_blocks, cfg.block_size, cfg.enable_prefix_caching, cfg.max_num_seqs, cfg.max_num_batched_tokens,
-            self.max_model_len,
+            plan.num_blocks, cfg.block_size, cfg.enable_prefix_caching, cfg.max_num_seqs, cfg.max_num_batched_tokens,
+            self.max_model_len, window=plan.window,
         )  # fmt: skip
         self.block_manager = self.scheduler.bm
         slots = cfg.max_loras or (1 if cfg.lora_modules else 0)
         self.runner = ModelRunner(
-            self.model, num_blocks, cfg.block_size, not cfg.enforce_eager, slots, cfg.max_lora_rank
-        )
+            self.model, plan.num_blocks, cfg.block_size, not cfg.enforce_eager, slots, cfg.max_lora_rank,
+            cfg.kv_cache_dtype, plan.window,
+        )  # fmt: skip
         self.loras = self.runner.loras
         for name, path in cfg.lora_modules.items():
             self.add_lora(name, path)

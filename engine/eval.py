@@ -4,6 +4,13 @@ distributions (mean and P99), top-1 agreement and the perplexity change, the way
     python -m engine.eval --model PATH --quant gptq --option sequential=false --reference fp32 \\
         --text data/wikitext-2/test.txt data/python-docs/test.txt --max-tokens 4096 --out metrics/eval.json
 
+Long context (engine.long_context): with --attention or --kv-cache-dtype, the first --context tokens of the text
+run as ONE sequence through the engine's paged cache (chunked prefill, the attention policy, the cache dtype), and
+the output adds pass-key retrieval per depth, the KV bytes the pool held, peak RSS and decode tok/s at that context:
+
+    python -m engine.eval --model models/smollm2-135m-instruct --text data/wikitext-2/test.txt --context 32768 \\
+        --attention sink-window --kv-cache-dtype int8
+
 Each text is tokenized once; its first --max-tokens tokens are scored in consecutive windows of --context tokens
 (each window starts fresh, so every model sees exactly the same tokens with the same context length). The
 reference (`fp32`: the model's own unquantized weights, the default with --quant; or a checkpoint path) is run
@@ -25,12 +32,12 @@ from typing import Any
 
 import torch
 
+from engine.kv_cache import KV_CACHE_DTYPES
 from engine.loader import CheckpointError, load, load_model
+from engine.long_context import DEPTHS, evaluate_long
 from engine.progress import progress
-from engine.quant import QuantizationError, available_strategies
-from engine.quant.calibration import DEFAULT_CALIBRATION
+from engine.quant import DEFAULT_CALIBRATION, QuantizationError, available_strategies, parse_option
 from engine.quant.calibration_mix import windows
-from engine.quant.registry import parse_option
 from engine.report_json import emit_json
 
 REFERENCE_CACHE_MB = 4096
@@ -137,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", type=parse_option, action="append", default=[], help="strategy option key=value")
     p.add_argument("--calibration-text", default=DEFAULT_CALIBRATION, help="text or mix GPTQ and AWQ calibrate on")
     p.add_argument("--calibration-tokens", type=int, default=4096, help="calibration token budget")
+    long = p.add_argument_group("long context (one sequence through the engine's cache)")
+    long.add_argument("--attention", choices=["dense", "sink-window"], help="attention policy over the cache")
+    long.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, help="KV cache dtype (auto: the model's)")
+    long.add_argument("--window", type=int, default=4096, help="sink-window: recent tokens each query sees")
+    long.add_argument("--sinks", type=int, default=4, help="sink-window: first tokens every query keeps seeing")
+    long.add_argument(
+        "--passkey-depths", type=float, nargs="*", default=list(DEPTHS), help="pass-key positions (0-1); none: skip"
+    )
+    long.add_argument("--chunk", type=int, default=1024, help="prompt tokens per step (chunked prefill)")
+    long.add_argument("--decode-tokens", type=int, default=16, help="greedy tokens decoded after the context, timed")
+    long.add_argument("--baseline-window", type=int, help="also score the same tokens in dense windows of this size")
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument("--out", type=Path, help="write the JSON here (it is printed too)")
     return p
@@ -165,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     texts = _texts(p, args.text)
+    if args.attention or args.kv_cache_dtype:
+        return _long_context(args, next(iter(texts.values())))
     try:
         model, tokenizer, report = load(
             args.model, args.quant, dict(args.option), args.calibration_text, args.calibration_tokens
@@ -193,6 +213,21 @@ def main(argv: list[str] | None = None) -> int:
         result["quantization"] = report.summary()
     result["eval_s"] = time.perf_counter() - start
     emit_json(result, args.out)
+    return 0
+
+
+def _long_context(args: argparse.Namespace, text: str) -> int:
+    options = {"attention": args.attention or "dense", "kv_cache_dtype": args.kv_cache_dtype or "auto"}
+    options |= {"window": args.window, "sinks": args.sinks, "max_num_batched_tokens": args.chunk}
+    try:
+        result = evaluate_long(
+            args.model, text, args.context, options, tuple(args.passkey_depths), args.decode_tokens,
+            args.baseline_window,
+        )  # fmt: skip
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    emit_json({"model": str(args.model), **result}, args.out)
     return 0
 
 

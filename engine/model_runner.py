@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch._inductor import config as inductor_config
 
-from engine.attention import AttentionMetadata, SeqSlice
+from engine.attention import AttentionMetadata, SeqSlice, WindowPolicy
 from engine.errors import ParameterError
+from engine.kv_cache import KVPool, bytes_per_head_token
 from engine.lora import LoraManager
 from engine.models.llama import LlamaForCausalLM
 from engine.scheduler import SchedulerOutput
@@ -28,6 +30,53 @@ def compiled(model: LlamaForCausalLM) -> Callable[..., torch.Tensor]:
     return run
 
 
+ATTENTION_POLICIES = ("dense", "sink-window")
+SINK_WINDOW_MAX_LEN = 32768  # the longest sequence sink-window attention serves unless max_model_len says otherwise
+
+
+@dataclass
+class CachePlan:
+    """The KV pool an engine config asks for: blocks, the attention window, the longest sequence it can serve."""
+
+    num_blocks: int
+    window: WindowPolicy | None
+    max_model_len: int
+
+
+def plan_cache(model: LlamaForCausalLM, cfg: Any) -> CachePlan:
+    """Size the pool from `cfg` (an EngineConfig) in the cache dtype; check a window fits one sequence's steps.
+
+    Dense attention serves what the pool and the trained positions hold. Sink-window serves past both: its memory
+    is bounded by sinks + window + one step, and no query-key distance exceeds sinks + window. A model with its
+    own `sliding_window` (Mistral) gets that window under `dense`, as it was trained."""
+    if cfg.attention not in ATTENTION_POLICIES:
+        raise ValueError(f"attention {cfg.attention!r} is not supported; choose one of {', '.join(ATTENTION_POLICIES)}")
+    mcfg = model.config
+    per_token = bytes_per_head_token(cfg.kv_cache_dtype, mcfg.head_dim, model.embed_tokens.weight.dtype)
+    per_block = 2 * mcfg.num_hidden_layers * mcfg.num_key_value_heads * per_token * cfg.block_size
+    num_blocks = cfg.num_blocks or max(1, cfg.kv_cache_bytes // per_block)
+    trained = mcfg.max_position_embeddings
+    window = None
+    if cfg.attention == "sink-window":
+        window = WindowPolicy(cfg.window, cfg.sinks)
+        limit = cfg.max_model_len or max(trained, SINK_WINDOW_MAX_LEN)
+    elif mcfg.sliding_window:
+        window = WindowPolicy(mcfg.sliding_window)
+        limit = min(trained, cfg.max_model_len or trained)
+    else:
+        limit = min(trained, num_blocks * cfg.block_size, cfg.max_model_len or trained)
+    if window is not None:
+        bs = cfg.block_size
+        need = -(-window.sinks // bs) + -(-(window.window + cfg.max_num_batched_tokens) // bs) + 1
+        if num_blocks < need:
+            raise ValueError(
+                f"the KV pool holds {num_blocks} blocks; one sequence under a {window.window}-token window with "
+                f"{window.sinks} sinks and {cfg.max_num_batched_tokens}-token steps needs {need}: raise "
+                "kv_cache_bytes or lower window / max_num_batched_tokens"
+            )
+    return CachePlan(num_blocks, window, limit)
+
+
 class ModelRunner:
     """Flattens a step's sequences into one batch, lays out paged-KV metadata, returns the logits to sample."""
 
@@ -39,6 +88,8 @@ class ModelRunner:
         compile_model: bool = False,
         max_loras: int = 0,
         max_lora_rank: int = 16,
+        kv_cache_dtype: str = "auto",
+        window: WindowPolicy | None = None,
     ) -> None:
         cfg = model.config
         weight = model.embed_tokens.weight
@@ -50,16 +101,15 @@ class ModelRunner:
             self.loras = LoraManager(model, max_loras, max_lora_rank)
         self.forward = compiled(model) if compile_model else model
         self.block_size = block_size
+        self.window = window
         self.device = weight.device
         slots = num_blocks * block_size
-        shape = (cfg.num_key_value_heads, slots, cfg.head_dim)
-        # empty, not zeros: attention reads only slots a step has written, and untouched pages stay out of RSS
-        # (a 512 MB pool zero-filled is resident from the start; left empty, only the blocks in use are).
         self.kv_cache = [
-            tuple(torch.empty(shape, dtype=weight.dtype, device=self.device) for _ in "kv")
+            KVPool(cfg.num_key_value_heads, slots, cfg.head_dim, kv_cache_dtype, weight.dtype, self.device)
             for _ in range(cfg.num_hidden_layers)
         ]
-        self.kv_cache_bytes = sum(k.nbytes + v.nbytes for k, v in self.kv_cache)
+        self.kv_cache_bytes = sum(pool.nbytes for pool in self.kv_cache)
+        self.last_hidden: torch.Tensor | None = None
 
     def _slots(self, seq: Sequence, positions: torch.Tensor) -> torch.Tensor:
         table = torch.tensor(seq.block_table, dtype=torch.long)
@@ -71,26 +121,48 @@ class ModelRunner:
         positions: list[torch.Tensor] = []
         slots: list[torch.Tensor] = []
         seqs: list[SeqSlice] = []
-        bs = self.block_size
         for seq, n in scheduled:
             start = seq.num_computed_tokens
-            end = start + n
-            ids.extend(seq.token_ids[start:end])
-            pos = torch.arange(start, end)
+            ids.extend(seq.token_ids[start : start + n])
+            pos = torch.arange(start, start + n)
             positions.append(pos)
             slots.append(self._slots(seq, pos))
-            table = seq.block_table[: -(-end // bs)]
-            s = SeqSlice(q_start=len(ids) - n, q_len=n, kv_len=end)
-            if table == list(range(table[0], table[0] + len(table))):
-                s.kv_start = table[0] * bs
-            else:
-                s.kv_index = self._slots(seq, torch.arange(end)).to(self.device)
-            if start > 0 and n > 1:
-                s.mask = (torch.arange(end)[None, :] <= pos[:, None]).to(self.device)
-            seqs.append(s)
+            windowed = self.window is not None and self.window.first_visible(start + n - 1) > self.window.sinks
+            seqs.append((self._windowed if windowed else self._dense)(seq, len(ids) - n, pos))
         meta = AttentionMetadata(seqs=seqs, slot_mapping=torch.cat(slots).to(self.device), kv_cache=self.kv_cache)
         input_ids = torch.tensor(ids, dtype=torch.long, device=self.device)
         return input_ids, torch.cat(positions).to(self.device), meta
+
+    def _dense(self, seq: Sequence, q_start: int, pos: torch.Tensor) -> SeqSlice:
+        """Every token so far is context: a view of the pool when its blocks are contiguous, else gathered."""
+        n, end, bs = len(pos), int(pos[-1]) + 1, self.block_size
+        table = seq.block_table[: -(-end // bs)]
+        s = SeqSlice(q_start=q_start, q_len=n, kv_len=end)
+        if table == list(range(table[0], table[0] + len(table))):
+            s.kv_start = table[0] * bs
+        else:
+            s.kv_index = self._slots(seq, torch.arange(end)).to(self.device)
+        if end > n > 1:
+            s.mask = (torch.arange(end)[None, :] <= pos[:, None]).to(self.device)
+        return s
+
+    def _windowed(self, seq: Sequence, q_start: int, pos: torch.Tensor) -> SeqSlice:
+        """The sinks and the step's windows only; every query is masked to its own window, sinks re-rotated."""
+        policy = self.window
+        first, end = policy.first_visible(int(pos[0])), int(pos[-1]) + 1
+        keys = torch.cat((torch.arange(min(policy.sinks, end)), torch.arange(first, end)))
+        s = SeqSlice(q_start=q_start, q_len=len(pos), kv_len=len(keys))
+        s.kv_index = self._slots(seq, keys).to(self.device)
+        if len(pos) > 1:
+            lower = (pos - policy.window + 1).clamp(min=policy.sinks)
+            visible = (keys[None, :] >= lower[:, None]) | (keys[None, :] < policy.sinks)
+            s.mask = (visible & (keys[None, :] <= pos[:, None])).to(self.device)
+        if policy.sinks:
+            shift = (pos - policy.sinks - policy.window + 1).clamp(min=0).to(self.device)
+            cos, sin = self.model.rotary.tables(shift, self.model.embed_tokens.weight.dtype)
+            s.sink_len = min(policy.sinks, end)
+            s.sink_rotation = (cos, -sin)
+        return s
 
     def check_adapter(self, name: str | None) -> None:
         """ParameterError unless `name` is None or an adapter this runner serves."""
@@ -100,17 +172,23 @@ class ModelRunner:
             self.loras.check(name)
 
     @torch.inference_mode()
-    def run(self, batch: SchedulerOutput) -> torch.Tensor:
-        """Forward the step; logits for the sequences that sample (`batch.sampling`, in that order)."""
+    def forward_step(self, batch: SchedulerOutput) -> tuple[torch.Tensor, AttentionMetadata]:
+        """Final hidden states of every token the step computes, with the layout that says whose rows are whose."""
         input_ids, positions, meta = self.prepare(batch.scheduled)
         if self.loras is not None:
             rows = zip(batch.scheduled, meta.seqs, strict=True)
             self.loras.prepare([(seq.lora, s.q_start, s.q_len) for (seq, _), s in rows])
         try:
-            hidden = self.forward(input_ids, positions, meta)
+            return self.forward(input_ids, positions, meta), meta
         finally:
             if self.loras is not None:  # no step's adapters linger into scoring or embedding calls
                 self.loras.use(None)
+
+    @torch.inference_mode()
+    def run(self, batch: SchedulerOutput) -> torch.Tensor:
+        """Forward the step; logits for the sequences that sample (`batch.sampling`, in that order)."""
+        hidden, meta = self.forward_step(batch)
+        self.last_hidden = hidden  # every computed row, for evaluations that score prompts (engine.long_context)
         last = {id(seq): s.q_start + s.q_len - 1 for (seq, _), s in zip(batch.scheduled, meta.seqs, strict=True)}
         if not batch.sampling:
             return hidden.new_empty(0, self.model.config.vocab_size)

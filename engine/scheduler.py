@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from engine.attention import WindowPolicy
 from engine.block_manager import BlockManager
 from engine.sampling import TokenLogprob
 from engine.sequence import Sequence, SequenceStatus
@@ -57,10 +58,10 @@ class Scheduler:
     @classmethod
     def with_blocks(
         cls, num_blocks: int, block_size: int, prefix_caching: bool, max_num_seqs: int, max_num_batched_tokens: int,
-        max_model_len: int, max_loras: int = 0,
+        max_model_len: int, max_loras: int = 0, window: WindowPolicy | None = None,
     ) -> Scheduler:  # fmt: skip
-        """A scheduler over a new pool of `num_blocks` KV blocks."""
-        blocks = BlockManager(num_blocks, block_size, prefix_caching)
+        """A scheduler over a new pool of `num_blocks` KV blocks (released as they leave `window`, if given)."""
+        blocks = BlockManager(num_blocks, block_size, prefix_caching, window)
         return cls(blocks, max_num_seqs, max_num_batched_tokens, max_model_len, max_loras)
 
     def add(self, seq: Sequence) -> None:
@@ -99,6 +100,7 @@ class Scheduler:
         for seq, n in out.scheduled:
             seq.num_computed_tokens += n
             self.bm.register_full_blocks(seq)
+            self.bm.free_outside_window(seq)
         for seq, token, logprob in zip(out.sampling, tokens, logprobs, strict=True):
             reason = seq.append(token, logprob, self.max_model_len)
             if reason is not None:
@@ -129,7 +131,7 @@ class Scheduler:
             if self._adapters_full(seq):  # waits for a LoRA slot; later requests may still go
                 skipped.append(self.waiting.popleft())
                 continue
-            end = min(seq.num_tokens, seq.num_computed_tokens + budget)
+            end = min(seq.num_tokens, self.bm.cached_prefix_tokens(seq) + budget)
             if not self.bm.can_allocate(seq, end):
                 break
             self.bm.allocate(seq, end)

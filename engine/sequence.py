@@ -36,7 +36,10 @@ class Sequence:
     lora: str | None = None  # the LoRA adapter serving it (None: the base model)
     token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
-    block_table: list[int] = field(default_factory=list)
+    block_table: list[int] = field(default_factory=list)  # entries below window_freed_blocks may be released
+    window_freed_blocks: int = 0  # blocks past the sinks and before this index left the attention window
+    num_hashed_blocks: int = 0  # leading full blocks published to the prefix cache, ending with last_block_hash
+    last_block_hash: int | None = None
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: str | None = None  # "stop", "length" or "abort"
     stop_reason: str | int | None = None  # the stop string or token id that ended it
@@ -77,8 +80,8 @@ class Sequence:
 
     def reset_for_recompute(self) -> None:
         """After preemption its KV is gone: every token (prompt and output so far) is computed again."""
-        self.num_computed_tokens = 0
-        self.block_table = []
+        self.num_computed_tokens = self.window_freed_blocks = self.num_hashed_blocks = 0
+        self.block_table, self.last_block_hash = [], None
         self.status = SequenceStatus.WAITING
 
     def sample_request(self) -> SampleRequest:

@@ -16,6 +16,7 @@ from gates.evaluate import Evidence
 # (key suffix, lowest, highest) that a metric with that unit must respect; a key takes the first suffix it ends with
 UNIT_RANGES = [
     ("loss_pct", -100.0, 1e15),  # relative perplexity change: negative when quantization helps, unbounded above
+    ("quality_pct", 0.0, 1e6),  # quality relative to a baseline: above 100 when the candidate does better
     ("_pct", 0.0, 100.0),
     ("_ms", 0.0, 1e9),
     ("_s", 0.0, 1e9),

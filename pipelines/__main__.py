@@ -17,6 +17,7 @@ COMMANDS = {
     "quality": "stage: perplexity and agreement with HF, offline and served",
     "calibrate": "stage: every quantization strategy against fp32",
     "finetune": "stage: LoRA and QLoRA on the project's task, served per request",
+    "long_context": "stage: sink-window attention and compressed KV caches on long inputs",
     "serve": "stage: a real server under load",
     "faults": "stage: the Part 4.2 errors injected into real processes",
     "stress": "stage: a soak under a steady request mix",

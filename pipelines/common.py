@@ -32,6 +32,14 @@ PLOTS = Path("plots")
 REPORTS = Path("reports")
 
 
+def save_report(name: str, lines: list[str]) -> str:
+    """reports/NAME as Markdown lines; returns the text, which stages also log."""
+    REPORTS.mkdir(exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    (REPORTS / name).write_text(text)
+    return text
+
+
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write atomically, so a crashed stage never leaves half a metrics file."""
     path.parent.mkdir(parents=True, exist_ok=True)

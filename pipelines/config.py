@@ -186,6 +186,24 @@ class FinetuneSettings:
 
 
 @dataclass
+class LongContextSettings:
+    """Sizes of the long_context stage: the sink-window lengths and cache dtypes, the dense runs, the window, the
+    dense baseline's window, prefill chunk, pass-key depths and timed decode tokens."""
+
+    lengths: list[int]
+    sparse_dtypes: list[str]
+    dense_lengths: list[int]
+    compression_context: int
+    compressed_dtypes: list[str]
+    window: int
+    sinks: int
+    baseline_window: int
+    chunk: int
+    passkey_depths: list[float]
+    decode_tokens: int
+
+
+@dataclass
 class StressSettings:
     """Length and request sizes of the soak."""
 
@@ -263,6 +281,7 @@ class ProfileConf:
     quality: QualitySettings
     calibrate: CalibrateSettings
     finetune: FinetuneSettings
+    long_context: LongContextSettings
     stress: StressSettings
     serve: ServeSettings
     faults: FaultSettings

@@ -24,7 +24,7 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from engine.loader import load_model
-from pipelines.common import PLOTS, REPORTS, now_utc, stage_run_name, write_metrics
+from pipelines.common import PLOTS, now_utc, save_report, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.finetune_measure import measure
 from pipelines.plots import chart, write_csv
@@ -120,10 +120,7 @@ def write_report(p: TollgateConf, metrics: dict[str, Any], failures: dict[str, l
     ]  # fmt: skip
     for model, rows in failures.items():
         lines += [f"- {model}: {row['prompt']!r} -> {row['reply']!r}" for row in rows]
-    REPORTS.mkdir(exist_ok=True)
-    text = "\n".join(lines) + "\n"
-    (REPORTS / "finetune.md").write_text(text)
-    return text
+    return save_report("finetune.md", lines)
 
 
 @flow(name="finetune", flow_run_name=stage_run_name)

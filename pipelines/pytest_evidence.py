@@ -20,6 +20,10 @@ FEATURE_PATHS = {
     "tests/engine/test_scheduler.py": "continuous_batching",
     "tests/engine/test_block_manager.py": "continuous_batching",
     "tests/engine/finetune/": "fine_tuning",
+    "tests/engine/test_sink_window.py": "long_context",
+    "tests/engine/server/test_long_context_serving.py": "long_context",
+    "tests/engine/test_long_context.py": "long_context",
+    "tests/engine/test_kv_cache.py": "kv_compression",
     "tests/engine/test_lora.py": "fine_tuning",
     "tests/engine/server/test_fine_tuning_api.py": "fine_tuning",
 }

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.attention import AttentionMetadata, paged_attention
+from engine.attention import AttentionMetadata, apply_rotary, paged_attention
 from engine.config import ModelConfig
-from engine.models.rope import RotaryEmbedding, apply_rotary
+from engine.models.rope import RotaryEmbedding
 
 
 class RMSNorm(nn.Module):

@@ -46,9 +46,3 @@ class RotaryEmbedding(torch.nn.Module):
         """cos/sin rows for the given positions, shaped to broadcast over heads: [T, 1, D]."""
         return self.cos[positions].to(dtype).unsqueeze(1), self.sin[positions].to(dtype).unsqueeze(1)
 
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate [T, heads, D] by the half-split convention HF checkpoints use."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin

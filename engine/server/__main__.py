@@ -5,9 +5,14 @@
     python -m engine.server --model models/smollm2-135m-instruct --lora card=runs/card/adapter \\
         --fine-tuning-dir runs/fine_tuning
 
+    python -m engine.server --model models/smollm2-135m-instruct --kv-cache-dtype int8 \\
+        --attention sink-window --window 4096 --max-model-len 32768
+
 Each model is served under its directory name, each adapter under its NAME (`/v1/models` gives its parent).
 /health answers 503 until the models are loaded; with --memory-budget-mb only the first loads at start and the
 others on demand (least recently used unloaded). --fine-tuning-dir turns on OpenAI's files and fine-tuning API.
+--attention sink-window serves prompts longer than the trained context in bounded KV memory: each token sees the
+first --sinks tokens and the last --window (StreamingLLM), so what lies between is forgotten, not retrieved.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import uvicorn
 
 from engine.engine import EngineConfig
 from engine.finetune.model import METHODS
-from engine.quant import available_strategies
-from engine.quant.calibration import DEFAULT_CALIBRATION
+from engine.kv_cache import KV_CACHE_DTYPES
+from engine.quant import DEFAULT_CALIBRATION, available_strategies
 from engine.server.app import ServerConfig, build_app
 from engine.server.guards import add_arguments, warn_if_exposed
 from engine.server.state import DEFAULT_MAX_LORAS
@@ -38,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-waiting", type=int, default=64, help="queued requests beyond which clients get 429")
     p.add_argument("--max-num-seqs", type=int, default=64, help="sequences decoded together")
     p.add_argument("--kv-cache-mb", type=int, default=512, help="KV-cache pool per model, MiB")
+    p.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default="auto",
+                   help="auto (the model's dtype), bf16/fp16, or int8/int4 quantized per token")  # fmt: skip
+    p.add_argument("--attention", choices=["dense", "sink-window"], default="dense",
+                   help="dense: every cached token; sink-window: the first --sinks and the last --window")  # fmt: skip
+    p.add_argument("--window", type=int, default=4096, help="sink-window: recent tokens each token attends to")
+    p.add_argument("--sinks", type=int, default=4, help="sink-window: first tokens every token attends to")
+    p.add_argument("--max-model-len", type=int,
+                   help="longest prompt + completion (default: trained context; 32768 with sink-window)")  # fmt: skip
     p.add_argument("--threads", type=int, help="torch threads")
     p.add_argument(
         "--memory-budget-mb",
@@ -78,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         calibration_text=args.calibration_text,
         max_loras=args.max_loras if lora_on else 0,
         max_lora_rank=args.max_lora_rank,
+        kv_cache_dtype=args.kv_cache_dtype,
+        attention=args.attention,
+        window=args.window,
+        sinks=args.sinks,
+        max_model_len=args.max_model_len,
     )
     warn_if_exposed(args.host, args.api_key)
     max_body = int(args.max_body_mb * 2**20)

@@ -275,3 +275,19 @@ def test_fine_tuning_cannot_pass_on_a_task_the_base_model_already_does_or_on_an_
     assert [r.status for r in evaluate(only, trivial, rules)] == [INVALID, PASS, FAIL]
     learned = {**trivial, "finetune.base.task_accuracy_pct": Evidence(0.0)}
     assert [r.status for r in evaluate(only, learned, rules)] == [INVALID, PASS, PASS]
+
+
+def test_long_context_memory_is_the_pools_not_the_formula_and_quality_needs_the_length(spec) -> None:
+    """The 1.3 KV rows read the bytes the pool held in a run at that length: the bench stage's bytes-per-token
+    formula (memory.kv_32k_mb) cannot pass them, and a sparse run that stopped short of 32K cannot pass 2.3."""
+    rules = ProfileRules(name="release", min_samples=1)
+    ids = ["perf.memory.kv_32k", "features.2_3.sparse_attention_context", "features.2_3.sparse_attention_quality"]
+    only = spec.model_copy(update={"criteria": [c for c in spec.criteria if c.id in ids]})
+    formula_only = {"memory.kv_32k_mb": Evidence(58.0), "long_context.max_tokens": Evidence(16384)}
+    assert [r.status for r in evaluate(only, formula_only, rules)] == [INVALID, FAIL, INVALID]
+    measured = {
+        "long_context.ctx32k.kv_mb": Evidence(58.0),
+        "long_context.max_tokens": Evidence(32768),
+        "long_context.ctx32k.quality_pct": Evidence(97.0),
+    }
+    assert [r.status for r in evaluate(only, measured, rules)] == [PASS, PASS, PASS]

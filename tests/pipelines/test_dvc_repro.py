@@ -40,6 +40,14 @@ OVERRIDES = [
     "profile.finetune.context=64",
     "profile.finetune.decode_tokens=4",
     "profile.finetune.decode_batch=2",
+    "profile.long_context.lengths=[256,512]",
+    "profile.long_context.compression_context=256",
+    "profile.long_context.compressed_dtypes=[bf16,int8]",  # int4 groups need head_dim 32: the tiny one has 16
+    "profile.long_context.window=128",
+    "profile.long_context.baseline_window=128",
+    "profile.long_context.chunk=128",
+    "profile.long_context.passkey_depths=[0.5]",
+    "profile.long_context.decode_tokens=4",
     "profile.stress.duration_s=8",
     "profile.serve.requests=4",
     "profile.serve.concurrency=2",
@@ -101,7 +109,8 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     assert statuses["correctness.lm_eval_agreement"] == "PASS"  # lm-eval through the API = the engine offline
     assert statuses["quality.tests_passing"] == "PASS" and statuses["quality.unit_tests.coverage"] in {"PASS", "FAIL"}
     assert "Scenario" in (repro / "repro.log").read_text()
-    for name in ("bench", "quality", "calibrate", "finetune", "serve", "faults", "stress", "security", "code", "tests"):
+    stages = ("bench", "quality", "calibrate", "finetune", "long_context", "serve", "faults", "stress", "security")
+    for name in (*stages, "code", "tests"):
         prov = json.loads((repro / "metrics" / f"{name}.json").read_text())["_provenance"]
         assert doc["evidence"][f"metrics/{name}.json"]["sha256"] and prov["git_sha"] == doc["gate"]["git_sha"]
     quant = json.loads((repro / "metrics" / "calibrate.json").read_text())
@@ -119,6 +128,9 @@ def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     finetune = json.loads((repro / "metrics" / "finetune.json").read_text())
     assert {"lora", "qlora", "base", "merge", "decode"} <= finetune["finetune"].keys()
     assert statuses["features.2_5.qlora_memory"] == "NOT_IN_PROFILE" and "qlora.peak_memory_gb" in finetune["_invalid"]
+    long = json.loads((repro / "metrics" / "long_context.json").read_text())
+    assert long["long_context"]["max_tokens"] == 512 and {"ctx0k", "ctx1k"}.isdisjoint(long["long_context"])
+    assert statuses["features.2_4.kv_compression_memory"] == "PASS"  # int8 vs bf16, from the two pools' bytes
     mlperf = json.loads((repro / "metrics" / "serve.json").read_text())["serve"]["mlperf"]
     assert mlperf["loadgen_result"] in {"VALID", "INVALID"} and mlperf["queries"] >= 6  # LoadGen ran the server
     assert (repro / "reports" / "mlperf" / "server" / "mlperf_log_summary.txt").is_file()
@@ -169,7 +181,7 @@ def test_every_criterion_is_measured_by_a_stage_or_listed_as_unmeasured(repro: P
 
 def test_the_tiny_sizes_are_stamped_as_overrides_and_check_refuses_them(repro: Path) -> None:
     doc = json.loads((repro / "reports" / "decision.json").read_text())
-    assert "profile.stress.duration_s=8 (declared 60)" in doc["gate"]["overrides"]
+    assert "profile.stress.duration_s=8 (declared 30)" in doc["gate"]["overrides"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     check = [sys.executable, "-m", "gates", "check", "reports/decision.json"]
     proc = subprocess.run(check, cwd=repro, env=env, capture_output=True, text=True)
