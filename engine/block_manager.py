@@ -127,6 +127,8 @@ class BlockManager:
         return (int(starts[longest]) + int(ends[longest])) // 2
 
     def _next_block(self, seq: Sequence) -> int:
+        if seq.window_freed_blocks:  # sliding: take the block it just let go, so its pages stay warm and RSS flat
+            return next(reversed(self.free))
         if seq.block_table:
             after = seq.block_table[-1] + 1
             if after < self.num_blocks and self.is_free[after]:

@@ -6,7 +6,8 @@ is what the server does. Perplexity covers every predicted token of the first `c
 as one sequence. The 4K baseline (`baseline_perplexity`) scores the same tokens in independent dense windows, so
 `quality_pct = 100 x baseline / perplexity` compares the same tokens with different context, nothing else.
 KV bytes are the pool's bytes per block (its tensors' sizes, scales included) times the most blocks that were held
-at once; peak RSS is the process's high-water mark, so each configuration belongs in its own process.
+at once; peak RSS is the process's high-water mark after the engine's runs (before the baseline, which is not
+served), so each configuration belongs in its own process.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from engine.attention import AttentionMetadata
 from engine.bench import peak_rss_mb
 from engine.engine import EngineConfig, LLMEngine
 from engine.progress import progress
@@ -49,10 +51,10 @@ def engine_for(path: str, options: dict[str, Any], context: int, new_tokens: int
     return LLMEngine(path, cfg)
 
 
-def _next_token_nll(engine: LLMEngine, hidden: torch.Tensor, targets: list[int]) -> float:
+def _next_token_nll(model: Any, hidden: torch.Tensor, targets: list[int]) -> float:
     nll = 0.0
     for i in range(0, len(targets), LOGIT_ROWS):
-        logits = engine.model.compute_logits(hidden[i : i + LOGIT_ROWS]).float()
+        logits = model.compute_logits(hidden[i : i + LOGIT_ROWS]).float()
         rows = torch.tensor(targets[i : i + LOGIT_ROWS])
         nll -= logits.log_softmax(-1).gather(1, rows[:, None]).sum().item()
     return nll
@@ -74,7 +76,7 @@ def run_sequence(engine: LLMEngine, ids: list[int], new_tokens: int, score: bool
                 continue
             end = min(seq.num_computed_tokens, len(ids) - 1)  # the last prompt token predicts no prompt token
             if score and end > start:
-                nll += _next_token_nll(engine, engine.runner.last_hidden, ids[start + 1 : end + 1])
+                nll += _next_token_nll(engine.model, engine.runner.last_hidden, ids[start + 1 : end + 1])
             bar.update(seq.num_computed_tokens - start)
     output = engine.pop_output(request_id).outputs[0]
     tok_s = decoded / decode_s if decoded and decode_s > 0 else None
@@ -106,6 +108,7 @@ def passkey_trials(
     return {"by_depth": found, "accuracy_pct": 100 * sum(found.values()) / len(found)}
 
 
+@torch.inference_mode()
 def baseline_perplexity(model: Any, ids: list[int], window: int) -> float:
     """The same tokens scored in independent dense windows of `window` tokens (the 4K baseline)."""
     nll, predicted = 0.0, 0
@@ -113,8 +116,9 @@ def baseline_perplexity(model: Any, ids: list[int], window: int) -> float:
         chunk = ids[start : start + window]
         if len(chunk) < 2:
             break
-        lp = model.score(chunk)[:-1].float().log_softmax(-1)
-        nll -= lp.gather(1, torch.tensor(chunk[1:])[:, None]).sum().item()
+        tokens = torch.tensor(chunk, device=model.embed_tokens.weight.device)
+        hidden = model(tokens, torch.arange(len(chunk), device=tokens.device), AttentionMetadata.no_cache([len(chunk)]))
+        nll += _next_token_nll(model, hidden[:-1], chunk[1:])
         predicted += len(chunk) - 1
     return math.exp(nll / predicted)
 
@@ -145,11 +149,11 @@ def evaluate_long(
         "kv_bytes_per_token": engine.kv_cache_bytes / (bm.num_blocks * bm.block_size),
         "score_s": time.perf_counter() - started,
     }
+    if depths:
+        result["retrieval"] = passkey_trials(engine, ids, context, depths)  # the same text as the haystack
+    result["peak_rss_mb"] = peak_rss_mb()  # the engine's runs only: the baseline below is not what is served
     if baseline_window:
         result["baseline_window"] = baseline_window
         result["baseline_perplexity"] = baseline_perplexity(engine.model, ids, baseline_window)
         result["quality_pct"] = 100 * result["baseline_perplexity"] / result["perplexity"]
-    if depths:
-        result["retrieval"] = passkey_trials(engine, ids, context, depths)  # the same text as the haystack
-    result["peak_rss_mb"] = peak_rss_mb()
     return result

@@ -274,3 +274,16 @@ def test_unknown_attention_is_refused(tiny: Path) -> None:
 def test_unknown_cache_dtype_is_refused(tiny: Path) -> None:
     with pytest.raises(ValueError, match="int8"):
         make_engine(tiny, kv_cache_dtype="fp8")
+
+
+def test_a_sliding_sequence_reuses_the_blocks_it_lets_go(tiny: Path) -> None:
+    """Past the window a sequence takes back the blocks it released, so it touches a bounded part of the pool
+    (its resident memory stays flat) instead of walking through every page of it."""
+    engine = make_engine(tiny, attention="sink-window", window=16, sinks=4, num_blocks=256)
+    seq_blocks: set[int] = set()
+    params = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
+    engine.add_request(ids_of(400, seed=13), params)
+    while engine.has_unfinished_requests():
+        seq_blocks.update(engine.scheduler.running[0].block_table if engine.scheduler.running else [])
+        engine.step()
+    assert len(seq_blocks) <= 2 * (1 + (16 + 16) // 4 + 1)
