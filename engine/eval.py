@@ -172,17 +172,22 @@ def _texts(p: argparse.ArgumentParser, paths: list[Path]) -> dict[str, str]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; exits 1 with a one-line message on a bad checkpoint."""
-    p = build_parser()
-    args = p.parse_args(argv)
+def _checked(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, str]:
+    """Exit with a usage error on bad arguments; set the threads; the texts by domain."""
     if args.quant not in available_strategies():
         p.error(f"--quant {args.quant}: unknown strategy; available: {', '.join(available_strategies())}")
     if args.max_tokens < 2 or args.context < 2:
         p.error("--max-tokens and --context must be >= 2")
     if args.threads:
         torch.set_num_threads(args.threads)
-    texts = _texts(p, args.text)
+    return _texts(p, args.text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; exits 1 with a one-line message on a bad checkpoint."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    texts = _checked(p, args)
     if args.attention or args.kv_cache_dtype:
         return _long_context(args, next(iter(texts.values())))
     try:

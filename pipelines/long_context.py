@@ -94,9 +94,10 @@ def long_context(sparse: list[dict[str, Any]]) -> dict[str, Any]:
     served = sorted((r for r in sparse if r["kv_cache_dtype"] == SERVED_DTYPE), key=lambda r: r["context"])
     out: dict[str, Any] = {f"ctx{r['context'] // 1024}k": row(r) for r in served if r["context"] >= 1024}
     if served:
+        out["max_tokens"] = served[-1]["context"]
+        out["window"], out["sinks"] = served[-1]["window"], served[-1]["sinks"]
+    if len(served) > 1:
         first, last = served[0], served[-1]
-        out["max_tokens"] = last["context"]
-        out["window"], out["sinks"] = last["window"], last["sinks"]
         out["shortest"] = first["context"]  # the ratios below compare the longest run with this one
         out["rss_ratio"] = last["peak_rss_mb"] / first["peak_rss_mb"]
         out["kv_ratio"] = last["kv_bytes"] / first["kv_bytes"]

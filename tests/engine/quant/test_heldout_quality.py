@@ -40,6 +40,7 @@ def results(smollm2: Path) -> dict[str, dict[str, dict]]:
     return out
 
 
+@pytest.mark.slow  # ~90 s of calibration; the calibrate stage measures the same at full size for the gate
 @pytest.mark.integration
 @pytest.mark.parametrize("domain", DOMAINS)
 @pytest.mark.parametrize("strategy", ["gptq", "awq"])

@@ -13,6 +13,8 @@ from engine.engine import EngineConfig
 from engine.server.app import ServerConfig
 from tests.conftest import LiveServer, make_tiny_checkpoint, start_server
 
+pytestmark = pytest.mark.integration
+
 PROMPT = list(range(100, 400))  # 300 tokens, about three times what the model was trained on
 
 
