@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gates.criteria import DIMENSIONS, load_spec
 from gates.evidence import flatten, read_metrics_file
@@ -171,6 +172,10 @@ def test_every_criterion_is_measured_by_a_stage_or_listed_as_unmeasured(repro: P
         produced |= set(flatten(read_metrics_file(path)))
     produced |= {f"tests.by_feature.{f}" for f in FEATURE_PATHS.values()}  # the full suite has them
     produced.add("signoff.approved")  # from release/signoff.yaml, not a stage
+    if "long_context.max_tokens" in produced:  # the stage names ctxNk after each length it runs: release's lengths
+        release = yaml.safe_load((ROOT / "conf" / "profile" / "release.yaml").read_text())["long_context"]
+        row = ("quality_pct", "kv_mb", "perplexity", "retrieval_pct", "peak_rss_mb", "decode_tok_s")
+        produced |= {f"long_context.ctx{n // 1024}k.{key}" for n in release["lengths"] for key in row}
     spec = load_spec(repro / "conf" / "gates" / "phase3.yaml")
     metrics = {c.metric for c in spec.criteria}
     audit_complete = "security.vulnerabilities" in produced  # only where pip-audit's service answers for every pin
