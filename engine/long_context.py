@@ -29,6 +29,7 @@ from engine.sampling import SamplingParams
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
 QUESTION = "\nWhat is the pass key? The pass key is"
 DEPTHS = (0.1, 0.5, 0.9)
+PASSKEY_ANSWER_TOKENS = 8  # tokens decoded after a pass-key prompt: the 5-digit key fits with room
 LOGIT_ROWS = 512  # rows projected onto the vocabulary at once (a 2048-token chunk would need 400 MB of logits)
 
 
@@ -103,7 +104,7 @@ def passkey_trials(
     for depth in depths:
         key = str(rng.randrange(10_000, 100_000))
         ids = passkey_prompt(engine.tokenizer, haystack, length, depth, key)
-        run = run_sequence(engine, ids, new_tokens=8, score=False, desc=f"pass key at {depth:.0%}")
+        run = run_sequence(engine, ids, new_tokens=PASSKEY_ANSWER_TOKENS, score=False, desc=f"pass key at {depth:.0%}")
         found[f"{depth:g}"] = key in engine.tokenizer.decode(run.generated)
     return {"by_depth": found, "accuracy_pct": 100 * sum(found.values()) / len(found)}
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
+from engine.long_context import PASSKEY_ANSWER_TOKENS
 from pipelines.common import PLOTS, now_utc, save_report, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.plots import chart, write_csv
@@ -48,6 +49,20 @@ def evaluate(p: TollgateConf, context: int, attention: str, dtype: str, passkeys
             command += ["--baseline-window", str(s.baseline_window)]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         return json.loads(out.read_text())
+
+
+def check_dense_lengths(p: TollgateConf) -> None:
+    """Fail before the first run, not an hour in, when a dense length leaves no room in the trained context for
+    the tokens decoded after it (dense attention serves only the positions the model was trained on)."""
+    s = p.profile.long_context
+    trained = json.loads((Path(p.model.path) / "config.json").read_text()).get("max_position_embeddings")
+    too_long = [n for n in s.dense_lengths if trained and n + max(s.decode_tokens, PASSKEY_ANSWER_TOKENS) >= trained]
+    if too_long:
+        raise ValueError(
+            f"long_context.dense_lengths {too_long}: {p.model.name} was trained on {trained} positions and each run "
+            f"decodes {max(s.decode_tokens, PASSKEY_ANSWER_TOKENS)} tokens after its context; use shorter dense "
+            "lengths (sink-window runs any length)"
+        )
 
 
 def compression(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -147,6 +162,7 @@ def long_context_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Compression at one length, then sparse and dense attention at each configured length."""
     started = now_utc()
     p = load_params(Path(params_path))
+    check_dense_lengths(p)
     s = p.profile.long_context
     dense_at = {dtype: evaluate(p, s.compression_context, "dense", dtype, passkeys=dtype == "auto")
                 for dtype in ("auto", *s.compressed_dtypes)}  # fmt: skip
