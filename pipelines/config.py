@@ -84,6 +84,9 @@ class FinetuneConf:
     learning_rate: float = 1e-3
     epochs: int = 1
     data: str = "data/finetune"
+    kl_weight: float = 1.0
+    kl_tokens: int = 64
+    kl_text: str = "data/calibration/mix.yaml"
 
 
 @dataclass

@@ -46,6 +46,7 @@ def train(p: TollgateConf, method: str) -> dict[str, Any]:
         "--rank", str(f.rank), "--alpha", str(f.alpha), "--dropout", str(f.dropout), "--targets", *f.targets,
         "--learning-rate", str(f.learning_rate), "--epochs", str(f.epochs), "--max-steps", str(s.max_steps),
         "--batch-size", str(s.batch_size), "--seed", "0", "--mlflow-store", p.mlflow.tracking_dir,
+        "--kl-weight", str(f.kl_weight), "--kl-tokens", str(f.kl_tokens), "--kl-text", f.kl_text,
     ]  # fmt: skip
     # the child's flow run is a subflow of this one, on this flow's Prefect API (ephemeral or not)
     env = {**os.environ, "PREFECT_API_URL": str(get_client(sync_client=True).api_url), PARENT_ENV: str(flow_run.id)}
@@ -101,6 +102,9 @@ def write_report(p: TollgateConf, metrics: dict[str, Any], failures: dict[str, l
     f = metrics["finetune"]
     lines = [
         f"# Fine-tuning ({p.model.name}, profile {p.profile.name})\n",
+        f"Rank {p.finetune.rank} on {', '.join(p.finetune.targets)}; lr {p.finetune.learning_rate}, "
+        f"{p.profile.finetune.max_steps} steps of {p.profile.finetune.batch_size}; KL(base || adapted) weight "
+        f"{p.finetune.kl_weight} on {p.finetune.kl_tokens} tokens per step of {p.finetune.kl_text}.\n",
         "| model | task accuracy (held-out) | perplexity change | train s | tok/s | peak RSS MiB |",
         "|---|---|---|---|---|---|",
         f"| base | {f['base']['task_accuracy_pct']:.1f}% | - | - | - | - |",

@@ -16,12 +16,10 @@ from typing import Any
 import mlflow
 from prefect import flow
 
-from engine.finetune.data import DataError, read_jsonl
+from engine.finetune.data import DataError
 from engine.finetune.jobs import JobStore, fine_tuned_name
-from engine.finetune.model import LoraSettings
 from engine.finetune.options import add_train_arguments, settings_from
-from engine.finetune.train import Trainer, TrainSettings, write_result
-from engine.loader import load_tokenizer
+from engine.finetune.train import Trainer, write_result
 from gates.history import tracking_uri
 from pipelines.prefect_parent import PARENT_ENV, run_in_parent
 
@@ -38,8 +36,9 @@ def log_to_mlflow(store: str, experiment: str, name: str, params: dict[str, Any]
         for row in result["history"]:
             step = int(row["step"])
             mlflow.log_metric("train_loss", row["train_loss"], step=step)
-            if "valid_loss" in row:
-                mlflow.log_metric("valid_loss", row["valid_loss"], step=step)
+            for curve in ("valid_loss", "kl"):
+                if curve in row:
+                    mlflow.log_metric(curve, row[curve], step=step)
         numbers = ("steps", "tokens", "seconds", "tokens_per_s", "peak_rss_mb")
         mlflow.log_metrics({k: float(result[k]) for k in numbers})
         mlflow.log_artifacts(result["adapter"], artifact_path="adapter")
@@ -84,17 +83,14 @@ def train_adapter(
 
     `job` ({"store": DIR, "id": ID}) ties the run to a fine-tuning job: its events and checkpoints go to the job
     store, and the run stops at the next step once the job is cancelled."""
-    train = read_jsonl(train_file)
-    valid = read_jsonl(valid_file) if valid_file else []
-    lora_settings, train_settings = LoraSettings(**lora), TrainSettings(**settings)
-    trainer = Trainer(base, lora_settings, train_settings, train, valid, out, load_tokenizer(base))
+    trainer = Trainer.from_files(base, lora, settings, train_file, valid_file, out)
     hooks = JobHooks(JobStore(job["store"]), job["id"]) if job else None
     run = trainer.run(on_event=hooks and hooks.event, should_stop=hooks and hooks.should_stop)
     write_result(run, Path(out) / "result.json")
     result = asdict(run)
     if mlflow_store:
-        params = {**{f"lora.{k}": v for k, v in asdict(lora_settings).items()}, **asdict(train_settings)}
-        params["base"], params["examples"] = base, len(train)
+        params = {**{f"lora.{k}": v for k, v in asdict(trainer.lora).items()}, **asdict(trainer.settings)}
+        params["base"], params["examples"] = base, len(trainer.train_rows)
         result["mlflow_run_id"] = log_to_mlflow(mlflow_store, experiment, Path(out).name, params, result)
     return result
 

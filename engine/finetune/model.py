@@ -79,3 +79,15 @@ def masked_loss(model: Any, ids: torch.Tensor, labels: torch.Tensor, attention: 
     keep = target != -100
     logits = base.get_output_embeddings()(hidden[:, :-1][keep])
     return torch.nn.functional.cross_entropy(logits.float(), target[keep])
+
+
+def kl_to_base(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """KL(base || adapted) per token on general text: the penalty that keeps the adapted model's predictions off
+    the task close to the frozen base's (the base's logits come from the same model with the adapter disabled)."""
+    base = model.get_base_model()
+    head, decoder = base.get_output_embeddings(), base.get_decoder()
+    with torch.no_grad(), model.disable_adapter():
+        reference = head(decoder(input_ids=ids).last_hidden_state).float().log_softmax(-1)
+    adapted = head(decoder(input_ids=ids).last_hidden_state).float().log_softmax(-1)
+    return torch.nn.functional.kl_div(adapted.flatten(0, 1), reference.flatten(0, 1), log_target=True,
+                                      reduction="batchmean")  # fmt: skip

@@ -8,6 +8,12 @@ from dataclasses import fields
 from engine.finetune.model import METHODS, LoraSettings
 from engine.finetune.train import TrainSettings
 
+KL_HELP = {
+    "kl_weight": "weight of KL(base || adapted) on general text, which keeps general quality; 0: off; ",
+    "kl_tokens": "general-text tokens the KL penalty sees per step; ",
+    "kl_text": "the KL penalty's general text (a text file or a calibration mix YAML); ",
+}
+
 
 def settings_from(args: argparse.Namespace) -> tuple[LoraSettings, TrainSettings]:
     """The adapter and optimisation settings `add_train_arguments` parsed (QLoRA checkpoints activations)."""
@@ -28,7 +34,8 @@ def add_train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--dropout", type=float, default=0.0)
     train.add_argument("--targets", nargs="+", default=list(LoraSettings().targets), help="HF module names")
     for name in ("learning_rate", "epochs", "batch_size", "max_steps", "max_len", "eval_every", "patience",
-                 "checkpoint_every", "seed"):  # fmt: skip
+                 "checkpoint_every", "seed", "kl_weight", "kl_tokens", "kl_text"):  # fmt: skip
         default = getattr(TrainSettings(), name)
-        kind = float if name == "learning_rate" else int
-        train.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"default {default}")
+        kind = type(default) if default is not None else int
+        why = KL_HELP.get(name, "")
+        train.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{why}default {default}")

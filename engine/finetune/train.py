@@ -16,9 +16,13 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from engine.finetune.data import IGNORE, Example, tokenize
-from engine.finetune.model import LoraSettings, masked_loss, trainable
+from engine.finetune.data import IGNORE, DataError, Example, read_jsonl, tokenize
+from engine.finetune.model import LoraSettings, kl_to_base, masked_loss, trainable
+from engine.loader import load_tokenizer
 from engine.progress import progress
+from engine.quant.base import QuantizationError
+from engine.quant.calibration import DEFAULT_CALIBRATION
+from engine.quant.calibration_mix import mix_batches
 
 ADAPTER = "adapter"
 CHECKPOINTS = "checkpoints"
@@ -44,10 +48,15 @@ class TrainSettings:
     checkpoint_every: int = 10
     keep_checkpoints: int = 3
     seed: int = 0
+    kl_weight: float = 1.0  # 0: no penalty; without it the task adapter raised wikitext-2 perplexity 8.6%
+    kl_tokens: int = 64  # general-text tokens the penalty sees per step
+    kl_text: str = DEFAULT_CALIBRATION  # a text or a calibration mix; the evaluation texts stay unseen
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0 or self.epochs < 1 or self.batch_size < 1 or (self.max_steps or 1) < 1:
             raise ValueError("need learning_rate > 0, epochs >= 1, batch_size >= 1 and max_steps >= 1")
+        if self.kl_weight < 0 or self.kl_tokens < 2:
+            raise ValueError("need kl_weight >= 0 and kl_tokens >= 2")
 
 
 @dataclass
@@ -111,20 +120,43 @@ class Trainer:
         out: str | Path,
         tokenizer: Any,
     ) -> None:
-        self.settings, self.out = settings, Path(out)
+        self.lora, self.settings, self.out = lora, settings, Path(out)
         self.train_rows = [tokenize(e, tokenizer, settings.max_len) for e in train]
         self.valid_rows = [tokenize(e, tokenizer, settings.max_len) for e in valid]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        per_epoch = math.ceil(len(self.train_rows) / settings.batch_size)
+        self.total_steps = min(settings.max_steps or per_epoch * settings.epochs, per_epoch * settings.epochs)
+        self.kl_windows = self._kl_windows(tokenizer)
         torch.manual_seed(settings.seed)
         self.model = trainable(base, lora)
         self.model.train()  # from_pretrained returns eval mode: no dropout, no gradient checkpointing
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, settings.learning_rate)
-        per_epoch = math.ceil(len(self.train_rows) / settings.batch_size)
-        self.total_steps = min(settings.max_steps or per_epoch * settings.epochs, per_epoch * settings.epochs)
         self.step, self.tokens, self.history = 0, 0, []
         self.best: tuple[float, dict[str, torch.Tensor]] | None = None
         self.bad_evals = 0
+
+    @classmethod
+    def from_files(
+        cls, base: str, lora: dict[str, Any], settings: dict[str, Any], train: str, valid: str | None, out: str
+    ) -> Trainer:
+        """A run from what a flow's parameters hold: settings as dicts, the data as JSONL paths."""
+        rows = read_jsonl(train), read_jsonl(valid) if valid else []
+        return cls(base, LoraSettings(**lora), TrainSettings(**settings), *rows, out, load_tokenizer(base))
+
+    def _kl_windows(self, tokenizer: Any) -> list[list[int]]:
+        """One general-text window per step of an epoch, in an order fixed by the seed (a resumed run sees the
+        same); none when the penalty is off."""
+        s = self.settings
+        if s.kl_weight == 0:
+            return []
+        try:
+            windows = mix_batches(tokenizer, s.kl_text, s.kl_tokens * self.total_steps, s.kl_tokens)
+        except QuantizationError as exc:
+            raise DataError(s.kl_text, 0, f"the KL penalty's general text (kl_text): {exc}") from None
+        if not windows:
+            raise DataError(s.kl_text, 0, "the KL penalty's general text (kl_text) has fewer than 2 tokens")
+        return [windows[i] for i in _order(len(windows), 0, s.seed)]
 
     def batch(self, step: int) -> tuple[torch.Tensor, ...]:
         """The rows of one step: epoch-wise shuffles fixed by the seed, so a resumed run sees the same data."""
@@ -199,15 +231,21 @@ class Trainer:
             self.bad_evals += 1
         return self.bad_evals >= self.settings.patience
 
-    def train_step(self) -> float:
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step on the task loss (plus the KL penalty); both losses, for the history."""
         ids, labels, attention = self.batch(self.step)
-        loss = masked_loss(self.model, ids, labels, attention)
-        loss.backward()
+        task = masked_loss(self.model, ids, labels, attention)
+        losses = {"train_loss": task.item()}
+        if self.kl_windows:
+            kl = kl_to_base(self.model, torch.tensor([self.kl_windows[self.step % len(self.kl_windows)]]))
+            task = task + self.settings.kl_weight * kl
+            losses["kl"] = kl.item()
+        task.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens += int(attention.sum())
-        return loss.item()
+        return losses
 
     def save_best(self) -> Path:
         """The adapter with the best validation loss (the last one when there was no validation)."""
@@ -232,12 +270,13 @@ class Trainer:
         while self.step < self.total_steps and not stopped:
             if should_stop and should_stop():
                 raise Cancelled(f"cancelled at step {self.step}")
-            loss = self.train_step()
+            losses = self.train_step()
+            loss = losses["train_loss"]
             elapsed = time.perf_counter() - start_time
-            self.history.append({"step": self.step, "train_loss": loss, "tokens": self.tokens})
+            self.history.append({"step": self.step, **losses, "tokens": self.tokens})
             rate = (self.tokens - start_tokens) / max(elapsed, 1e-9)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:.0f}", refresh=False)
+            bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} | {"tok_s": f"{rate:.0f}"}, refresh=False)
             last = self.step == self.total_steps
             if self.step % s.eval_every == 0 or last:
                 message = f"step {self.step}/{self.total_steps}: training loss {loss:.4f}"

@@ -186,7 +186,7 @@ def test_every_criterion_is_measured_by_a_stage_or_listed_as_unmeasured(repro: P
 
 def test_the_tiny_sizes_are_stamped_as_overrides_and_check_refuses_them(repro: Path) -> None:
     doc = json.loads((repro / "reports" / "decision.json").read_text())
-    assert "profile.stress.duration_s=8 (declared 30)" in doc["gate"]["overrides"]
+    assert "profile.stress.duration_s=8 (declared 15)" in doc["gate"]["overrides"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     check = [sys.executable, "-m", "gates", "check", "reports/decision.json"]
     proc = subprocess.run(check, cwd=repro, env=env, capture_output=True, text=True)

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from pipelines.config import FinetuneConf
 from pipelines.finetune import NF4_BITS, SEVEN_B, assemble, extrapolate
 
 
@@ -46,10 +47,11 @@ def test_measure_and_report_on_a_tiny_model(
 
     root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(tmp_path)  # the stage writes reports/ and plots/ where it runs
-    sizes = SimpleNamespace(test_examples=2, ppl_tokens=64, context=32, decode_tokens=2, decode_batch=2)
+    sizes = SimpleNamespace(max_steps=2, batch_size=2, test_examples=2, ppl_tokens=64, context=32, decode_tokens=2,
+                            decode_batch=2)  # fmt: skip
     p = SimpleNamespace(
         model=SimpleNamespace(path=str(tiny_llama), name="tiny"),
-        finetune=SimpleNamespace(data=str(root / "data" / "finetune"), methods=["lora"]),
+        finetune=FinetuneConf(data=str(root / "data" / "finetune"), methods=["lora"]),
         data=SimpleNamespace(eval_text=str(root / "data" / "wikitext-2" / "test.txt")),
         profile=SimpleNamespace(name="ci", repetitions=1, finetune=sizes),
     )
@@ -64,5 +66,6 @@ def test_measure_and_report_on_a_tiny_model(
     doc = assemble(p, {"lora": run}, measured)
     assert doc["qlora"] == {} and doc["_invalid"] == {}  # no QLoRA run: nothing to extrapolate or compare
     write_loss_plot({"lora": run})
-    assert "| lora |" in write_report(p, doc, failures)
+    report = write_report(p, doc, failures)
+    assert "| lora |" in report and "KL(base || adapted) weight 1.0 on 64 tokens" in report
     assert (tmp_path / "plots" / "finetune_loss.png").is_file() and (tmp_path / "reports" / "finetune.md").is_file()

@@ -70,7 +70,6 @@ def test_a_job_through_the_api_teaches_the_task_the_base_model_cannot_do(trained
     assert trained["tuned"] >= 0.9 and trained["base"] <= 0.1
 
 
-@pytest.mark.xfail(reason="issue 14: wikitext-2 perplexity rises ~8.5% at lr 1e-3, not <= 5%", strict=True)
 def test_the_fine_tuned_model_keeps_general_quality(smollm2: Path, trained: dict) -> None:
     llm = LLM(smollm2, lora_modules={"card": trained["adapter"]}, max_loras=1)
     ids = llm.tokenizer.encode((ROOT / "data" / "wikitext-2" / "test.txt").read_text())[:4096]
