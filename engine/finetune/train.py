@@ -258,6 +258,21 @@ class Trainer:
         _atomic_save(self.model, target)
         return target
 
+    def validate_and_checkpoint(self, emit: Events) -> bool:
+        """Validation (and its event) every `eval_every` steps and at the end, a checkpoint every
+        `checkpoint_every` steps before it; True when early stopping says to stop."""
+        s, stopped = self.settings, False
+        last = self.step == self.total_steps
+        if self.step % s.eval_every == 0 or last:
+            message = f"step {self.step}/{self.total_steps}: training loss {self.history[-1]['train_loss']:.4f}"
+            if self.valid_rows:
+                stopped = self.evaluate()
+                message += f", validation loss {self.history[-1]['valid_loss']:.4f}"
+            emit(message, self.history[-1])
+        if self.step % s.checkpoint_every == 0 and not last and not stopped:
+            emit(f"checkpoint at step {self.step}", {"path": str(self.checkpoint())})
+        return stopped
+
     def run(self, on_event: Events | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
         """Train from the newest checkpoint (or the start) to the end, an early stop, or a cancel."""
         emit = on_event or (lambda _message, _data: None)
@@ -265,27 +280,17 @@ class Trainer:
         if resumed is not None:
             emit(f"resumed from the checkpoint at step {resumed}", {"step": resumed})
         start_time, start_tokens, stopped = time.perf_counter(), self.tokens, False
-        s = self.settings
         bar = progress(total=self.total_steps, initial=self.step, desc="fine-tune", unit="step")
         while self.step < self.total_steps and not stopped:
             if should_stop and should_stop():
                 raise Cancelled(f"cancelled at step {self.step}")
             losses = self.train_step()
-            loss = losses["train_loss"]
             elapsed = time.perf_counter() - start_time
             self.history.append({"step": self.step, **losses, "tokens": self.tokens})
             rate = (self.tokens - start_tokens) / max(elapsed, 1e-9)
             bar.update(1)
             bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items()} | {"tok_s": f"{rate:.0f}"}, refresh=False)
-            last = self.step == self.total_steps
-            if self.step % s.eval_every == 0 or last:
-                message = f"step {self.step}/{self.total_steps}: training loss {loss:.4f}"
-                if self.valid_rows:
-                    stopped = self.evaluate()
-                    message += f", validation loss {self.history[-1]['valid_loss']:.4f}"
-                emit(message, self.history[-1])
-            if self.step % s.checkpoint_every == 0 and not last and not stopped:
-                emit(f"checkpoint at step {self.step}", {"path": str(self.checkpoint())})
+            stopped = self.validate_and_checkpoint(emit)
         bar.close()
         seconds = time.perf_counter() - start_time
         adapter = self.save_best()
