@@ -145,8 +145,8 @@ class Trainer:
         return cls(base, LoraSettings(**lora), TrainSettings(**settings), *rows, out, load_tokenizer(base))
 
     def _kl_windows(self, tokenizer: Any) -> list[list[int]]:
-        """One general-text window per step of an epoch, in an order fixed by the seed (a resumed run sees the
-        same); none when the penalty is off."""
+        """About one general-text window per step of the run (reused in turn if the text is shorter), in an order
+        fixed by the seed, so a resumed run sees the same; none when the penalty is off."""
         s = self.settings
         if s.kl_weight == 0:
             return []
