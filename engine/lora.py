@@ -170,6 +170,8 @@ class LoraManager:
         self.batch = LoraBatch()
         self.loads = 0
         self._lock = threading.Lock()
+        if self.config.spec.mlp != "gated":
+            raise ValueError(f"LoRA serving needs a gated-MLP architecture; {self.config.architecture} is not one")
         sizes = part_sizes(self.config)
         self.layers: dict[tuple[int, str], LoraLinear] = {}
         for index, layer in enumerate(model.layers):

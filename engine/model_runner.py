@@ -13,12 +13,12 @@ from engine.attention import AttentionMetadata, SeqSlice, WindowPolicy
 from engine.errors import ParameterError
 from engine.kv_cache import KVPool, bytes_per_head_token
 from engine.lora import LoraManager
-from engine.models.llama import LlamaForCausalLM
+from engine.models.decoder import DecoderForCausalLM
 from engine.scheduler import SchedulerOutput
 from engine.sequence import Sequence
 
 
-def compiled(model: LlamaForCausalLM) -> Callable[..., torch.Tensor]:
+def compiled(model: DecoderForCausalLM) -> Callable[..., torch.Tensor]:
     """The forward through torch.compile (inductor), with weights frozen into constants while it compiles:
     inductor's oneDNN linear lowering needs the pre-blocked weights as constants."""
     forward = torch.compile(model, dynamic=True)
@@ -43,7 +43,7 @@ class CachePlan:
     max_model_len: int
 
 
-def plan_cache(model: LlamaForCausalLM, cfg: Any) -> CachePlan:
+def plan_cache(model: DecoderForCausalLM, cfg: Any) -> CachePlan:
     """Size the pool from `cfg` (an EngineConfig) in the cache dtype; check a window fits one sequence's steps.
 
     Dense attention serves what the pool and the trained positions hold. Sink-window serves past both: its memory
@@ -58,6 +58,11 @@ def plan_cache(model: LlamaForCausalLM, cfg: Any) -> CachePlan:
     trained = mcfg.max_position_embeddings
     window = None
     if cfg.attention == "sink-window":
+        if any(not layer.attention.plain for layer in model.layers):
+            raise ValueError(
+                f"sink-window attention is not supported for {mcfg.architecture}: its layers soft-cap or window "
+                "their own attention; use attention='dense'"
+            )
         window = WindowPolicy(cfg.window, cfg.sinks)
         limit = cfg.max_model_len or max(trained, SINK_WINDOW_MAX_LEN)
     elif mcfg.sliding_window:
@@ -82,7 +87,7 @@ class ModelRunner:
 
     def __init__(
         self,
-        model: LlamaForCausalLM,
+        model: DecoderForCausalLM,
         num_blocks: int,
         block_size: int,
         compile_model: bool = False,

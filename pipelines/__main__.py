@@ -21,6 +21,7 @@ COMMANDS = {
     "serve": "stage: a real server under load",
     "faults": "stage: the Part 4.2 errors injected into real processes",
     "stress": "stage: a soak under a steady request mix",
+    "models": "stage: every architecture's parity with transformers, every format's round trip",
     "security": "stage: known vulnerabilities in the pins, bandit-style findings in the code",
     "codecheck": "stage: the code-quality numbers",
     "tests": "stage: the test suite as evidence",

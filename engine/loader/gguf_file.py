@@ -20,6 +20,9 @@ ARCHITECTURES = {
     "mistral": ("MistralForCausalLM", "mistral", True),
     "qwen2": ("Qwen2ForCausalLM", "qwen2", False),
 }
+# GGUF architectures read through transformers' own GGUF loader (its tensor and config mappings, its Gemma
+# norm correction): checked on a real checkpoint (Gemma-3-270M Q4_K_M, the `models` stage's weekly profile).
+VIA_TRANSFORMERS = {"gemma3": "Gemma3ForCausalLM"}
 CONFIG_KEYS = {
     "context_length": "max_position_embeddings",
     "block_count": "num_hidden_layers",
@@ -114,8 +117,11 @@ def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     path = Path(path)
     reader = _open(path)
     arch = _field(reader, "general.architecture")
+    if arch in VIA_TRANSFORMERS:
+        return _read_via_transformers(path, VIA_TRANSFORMERS[arch])
     if arch not in ARCHITECTURES:
-        raise CheckpointError(path, f"unknown GGUF architecture {arch!r}; supported: {', '.join(ARCHITECTURES)}")
+        supported = ", ".join([*ARCHITECTURES, *VIA_TRANSFORMERS])
+        raise CheckpointError(path, f"unknown GGUF architecture {arch!r}; supported: {supported}")
     config, state = _config(reader, arch), _tensors(reader, path, arch)
     config["tie_word_embeddings"] = "lm_head.weight" not in state
     if ARCHITECTURES[arch][2]:
@@ -125,8 +131,23 @@ def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     return config, state
 
 
+def _read_via_transformers(path: Path, architecture: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Config and fp32 weights as transformers reads the file (k-quants dequantized by the `gguf` package)."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:
+        raise CheckpointError(path, f"transformers could not read it ({type(exc).__name__}: {exc})") from None
+    config = {**model.config.to_dict(), "architectures": [architecture], "torch_dtype": "float32"}
+    return config, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def read_gguf_tokenizer(path: str | Path) -> Any:
     """The tokenizer stored in GGUF metadata, rebuilt by transformers' GGUF converter."""
     path = Path(path)
     _open(path)
-    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    try:
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (KeyError, ValueError, OSError) as exc:
+        raise CheckpointError(path, f"tokenizer metadata could not be read ({type(exc).__name__}: {exc})") from None

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from engine.config import ModelConfig
 from engine.errors import CheckpointError
 from engine.models import build_model
-from engine.models.llama import LlamaForCausalLM
+from engine.models.decoder import DecoderForCausalLM
 from engine.quant.apply import QuantReport
 from engine.quant.linear import LAYER_KINDS, QuantLinear
 
@@ -29,7 +29,7 @@ def is_quantized_checkpoint(path: Path) -> bool:
     return (path / QUANT_FILE).is_file()
 
 
-def save_quantized(model: LlamaForCausalLM, report: QuantReport, source: Path, out: Path) -> Path:
+def save_quantized(model: DecoderForCausalLM, report: QuantReport, source: Path, out: Path) -> Path:
     """Write the quantized model next to a copy of the source checkpoint's config and tokenizer files."""
     if source.is_file():
         raise ValueError(f"{source}: quantize an HF-layout directory (convert GGUF files first)")
@@ -56,7 +56,7 @@ def save_quantized(model: LlamaForCausalLM, report: QuantReport, source: Path, o
     return out
 
 
-def load_quantized(path: Path, device: str | torch.device = "cpu") -> LlamaForCausalLM:
+def load_quantized(path: Path, device: str | torch.device = "cpu") -> DecoderForCausalLM:
     """Rebuild a model saved by `save_quantized` (quantized layers ready for their kernels)."""
     try:
         doc = json.loads((path / QUANT_FILE).read_text())

@@ -37,14 +37,14 @@ class _Block:
     def __init__(self, model: nn.Module, batches: list[list[int]]) -> None:
         device = next(model.parameters()).device
         ids = [torch.tensor(b, device=device) for b in batches]
-        self.hidden = [model.embed_tokens(t) for t in ids]
+        self.hidden = [model.embed(t, torch.arange(len(t), device=device)) for t in ids]
         dtype = self.hidden[0].dtype
-        self.rope = [model.rotary.tables(torch.arange(len(t), device=device), dtype) for t in ids]
+        self.rope = [model.rope_tables(torch.arange(len(t), device=device), dtype) for t in ids]
         self.meta = [AttentionMetadata.no_cache([len(t)]) for t in ids]
 
     def run(self, block: nn.Module) -> list[torch.Tensor]:
         """The block's outputs for every window."""
-        return [block(h, cos, sin, m) for h, (cos, sin), m in zip(self.hidden, self.rope, self.meta, strict=True)]
+        return [block(h, rope, m) for h, rope, m in zip(self.hidden, self.rope, self.meta, strict=True)]
 
     def feed(self, block: nn.Module, last: nn.Module) -> None:
         """Run every window through the block only as far as `last` (its hooks see their inputs)."""
@@ -54,9 +54,9 @@ class _Block:
 
         handle = last.register_forward_hook(stop)
         try:
-            for h, (cos, sin), m in zip(self.hidden, self.rope, self.meta, strict=True):
+            for h, rope, m in zip(self.hidden, self.rope, self.meta, strict=True):
                 with suppress(_Stop):
-                    block(h, cos, sin, m)
+                    block(h, rope, m)
         finally:
             handle.remove()
 

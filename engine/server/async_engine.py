@@ -176,7 +176,7 @@ class AsyncEngine:
 
     async def embed(self, token_ids: list[int]) -> list[float]:
         """Mean-pooled final hidden state of the tokens (on the engine thread, between steps)."""
-        return await self._call(lambda: self.engine.model.embed(token_ids).tolist())
+        return await self._call(lambda: self.engine.model.sentence_embedding(token_ids).tolist())
 
     async def prompt_logprobs(self, token_ids: list[int], top: int, lora: str | None = None) -> list[TokenLogprob]:
         """Each prompt token's logprob given the tokens before it, with `top` alternatives (none for the first).

@@ -172,10 +172,32 @@ def test_missing_weight_tensor(copy: Path) -> None:
 
 def test_unknown_architecture(copy: Path) -> None:
     cfg = json.loads((copy / "config.json").read_text())
-    cfg["architectures"] = ["GPT2LMHeadModel"]
+    cfg["architectures"] = ["MambaForCausalLM"]
     (copy / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match=r"unknown architecture \['GPT2LMHeadModel'\]"):
+    with pytest.raises(CheckpointError, match=r"unknown architecture \['MambaForCausalLM'\]; supported: Llama"):
         load_model(copy)
+
+
+def test_config_that_disagrees_with_the_weights(copy: Path) -> None:
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["intermediate_size"] *= 2
+    (copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"weight shape does not match config\.json for layers\.0\.") as err:
+        load_model(copy)
+    assert err.value.path == str(copy)
+
+
+def test_unknown_gguf_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(path), "mamba")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(CheckpointError, match=r"unknown GGUF architecture 'mamba'; supported: llama") as err:
+        load_model(path)
+    assert err.value.path == str(path)
 
 
 def test_wrong_gguf_magic(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from engine.engine import EngineConfig, LLMEngine
 from engine.errors import ParameterError
 from engine.kv_cache import KV_CACHE_DTYPES
 from engine.long_context import run_sequence
-from engine.models.llama import LlamaForCausalLM
+from engine.models.decoder import DecoderForCausalLM
 from tests.conftest import make_tiny_checkpoint
 
 TRAINED = 96  # the tiny model's max_position_embeddings: sequences below run past it
@@ -49,7 +49,7 @@ def engine_nll(engine: LLMEngine, ids: list[int], new_tokens: int = 4) -> tuple[
 
 
 @torch.inference_mode()
-def streaming_reference(model: LlamaForCausalLM, ids: list[int], policy: WindowPolicy | None) -> float:
+def streaming_reference(model: DecoderForCausalLM, ids: list[int], policy: WindowPolicy | None) -> float:
     """StreamingLLM as its paper states it, token by token: keys cached before rotation, and at every step the
     visible tokens (sinks, then the window) rotated at their positions *in the cache*, the query at the last."""
     cfg = model.config
@@ -63,7 +63,7 @@ def streaming_reference(model: LlamaForCausalLM, ids: list[int], policy: WindowP
             visible = [j for j in visible if j < policy.sinks or j > p - policy.window]
         cos, sin = model.rotary.tables(torch.arange(len(visible)), x.dtype)
         for layer, (keys, values) in zip(model.layers, cache, strict=True):
-            qkv = layer.qkv_proj(layer.input_layernorm(x))[0]
+            qkv = layer.qkv_proj(layer.attn_norm(x))[0]
             q = qkv[: heads * d].view(1, heads, d)
             keys.append(qkv[heads * d : (heads + kv_heads) * d].view(kv_heads, d))
             values.append(qkv[(heads + kv_heads) * d :].view(kv_heads, d))
@@ -74,7 +74,7 @@ def streaming_reference(model: LlamaForCausalLM, ids: list[int], policy: WindowP
                 q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], enable_gqa=True
             )
             x = x + layer.o_proj(out[0].transpose(0, 1).reshape(1, heads * d))
-            gate, up = layer.gate_up_proj(layer.post_attention_layernorm(x)).chunk(2, dim=-1)
+            gate, up = layer.gate_up_proj(layer.mlp_norm(x)).chunk(2, dim=-1)
             x = x + layer.down_proj(F.silu(gate) * up)
         if p + 1 < len(ids):
             nll -= model.compute_logits(x).log_softmax(-1)[0, ids[p + 1]].item()
