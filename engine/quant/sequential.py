@@ -23,7 +23,9 @@ from engine.quant.base import QuantizationError
 from engine.quant.calibration import LayerStats, check_batches, recording
 from engine.quant.linear import QuantLinear
 
-STEPS = (("qkv_proj",), ("o_proj",), ("gate_up_proj",), ("down_proj",))
+# Each step's projections, in the order a block runs them; a block has the gated MLP's `gate_up_proj` or the plain
+# one's `up_proj`, and a routed-expert block neither (its stacked experts are not Linear layers: they stay fp32).
+STEPS = (("qkv_proj",), ("o_proj",), ("gate_up_proj", "up_proj"), ("down_proj",))
 LayerQuantizer = Callable[[str, nn.Linear, LayerStats], QuantLinear]
 
 
@@ -73,9 +75,12 @@ def quantize_sequentially(
     try:
         for i, block in enumerate(progress(model.layers, desc="gptq", unit="block", leave=False)):
             for step in STEPS:
-                layers = {f"layers.{i}.{n}": block.get_submodule(n) for n in step}
+                present = [n for n in step if isinstance(getattr(block, n, None), nn.Module)]
+                if not present:
+                    continue
+                layers = {f"layers.{i}.{n}": block.get_submodule(n) for n in present}
                 with recording(layers) as stats:
-                    inputs.feed(block, block.get_submodule(step[-1]))
+                    inputs.feed(block, block.get_submodule(present[-1]))
                 for name, linear in layers.items():
                     try:
                         stats[name].check(name)
