@@ -1,4 +1,4 @@
-"""Tollgate's inference engine: paged KV cache, continuous batching, Llama-family models, CPU first."""
+"""Tollgate's inference engine: paged KV cache, continuous batching, 21 decoder architectures, CPU first."""
 
 from engine.llm import LLM
 from engine.outputs import CompletionOutput, RequestOutput, StreamDelta

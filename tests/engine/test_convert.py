@@ -70,6 +70,7 @@ def test_cli_prints_the_report(tiny: Path, tmp_path: Path, capsys: pytest.Captur
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # the models stage measures the same round trip on every profile
 def test_smollm2_round_trips_through_gguf_bit_exact(smollm2: Path, tmp_path: Path) -> None:
     assert convert(smollm2, "gguf", tmp_path / "s.gguf")["bit_exact"]
     assert convert(tmp_path / "s.gguf", "safetensors", tmp_path / "back")["bit_exact"]
