@@ -30,7 +30,7 @@ BASE: dict[str, Any] = {
 GQA = {"num_key_value_heads": 2}
 MOE = {"num_experts_per_tok": 2, **GQA}
 WINDOW = 16  # below the 88 positions a parity run reaches
-GEMMA = {"head_dim": 16, "query_pre_attn_scalar": 16, **GQA}
+GEMMA = {"head_dim": 16, "query_pre_attn_scalar": 16, "tie_word_embeddings": True, **GQA}  # tied, as Gemma ships
 
 # name -> (transformers model_type, config overrides)
 TINY: dict[str, tuple[str, dict[str, Any]]] = {
@@ -85,7 +85,7 @@ TINY: dict[str, tuple[str, dict[str, Any]]] = {
     "qwen3-moe": ("qwen3_moe", {**MOE, "head_dim": 16, "num_experts": 4, "moe_intermediate_size": 32}),
     "mixtral": ("mixtral", {**MOE, "num_local_experts": 4}),
     "olmoe": ("olmoe", {**MOE, "num_experts": 4}),
-    "gemma": ("gemma", {**GQA, "head_dim": 16}),
+    "gemma": ("gemma", {**GQA, "head_dim": 16, "tie_word_embeddings": True}),
     "gemma2": (
         "gemma2",
         {**GEMMA, "sliding_window": WINDOW, "attn_logit_softcapping": 5.0, "final_logit_softcapping": 3.0},
@@ -109,7 +109,10 @@ TINY: dict[str, tuple[str, dict[str, Any]]] = {
     "phi3": ("phi3", GQA),
     "phi": ("phi", {"partial_rotary_factor": 0.5}),
     "gpt-neox": ("gpt_neox", {"rotary_pct": 0.25}),
-    "gpt2": ("gpt2", {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 256, "n_inner": 128}),
+    "gpt2": (
+        "gpt2",
+        {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 256, "n_inner": 128, "tie_word_embeddings": True},
+    ),
 }
 NOT_LLAMA_KEYS = {"gpt2": ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                            "max_position_embeddings")}  # fmt: skip
