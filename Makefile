@@ -50,9 +50,10 @@ run: setup
 	$(VENV)/bin/dvc repro
 	$(PY) -m gates show reports/decision.json
 
-# The marker set is the ci profile's `tests.markers` (conf/profile/ci.yaml), which the tests stage runs.
+# The marker set and workers are the ci profile's `tests` (conf/profile/ci.yaml), which the tests stage runs:
+# pytest-xdist runs each test file whole on one of two worker processes (the two cores this machine has).
 test: setup
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q -n 2 --dist loadfile
 
 lint: $(STAMP) $(ACTIONLINT)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing as mp
-import platform
 import statistics
 import sys
 import time
@@ -30,46 +29,17 @@ from torch._dynamo.utils import counters as compile_counters
 from transformers import AutoModelForCausalLM
 
 from engine import LLM, SamplingParams, llamacpp_peer
+from engine.cluster.bench import cluster_error, cluster_main
 from engine.progress import progress
 from engine.quant import available_strategies
 from engine.quant.calibration import DEFAULT_CALIBRATION
 from engine.report_json import emit_json
-
-
-def proc_status_mb(field: str, pid: int | str = "self") -> float:
-    """A memory field of a process (VmHWM: peak RSS, VmRSS: RSS now, VmSize: address space) from /proc, in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from engine.stats import cpu_name, percentiles, proc_status_mb
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process (VmHWM), the DESIGN.md memory metric."""
     return proc_status_mb("VmHWM")
-
-
-def cpu_name() -> str:
-    """CPU model for the report, so numbers are read with the hardware that made them."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def percentiles(samples: list[float]) -> dict[str, float | int]:
-    """Rank-based P50/P95/P99 (nearest rank) over raw samples, with n: percentiles always carry n."""
-    if not samples:
-        return {"n": 0}
-    ordered = sorted(samples)
-
-    def rank(p: float) -> float:
-        return ordered[max(0, -(-len(ordered) * p // 100) - 1)]
-
-    return {"p50": rank(50), "p95": rank(95), "p99": rank(99), "mean": sum(ordered) / len(ordered), "n": len(ordered)}
 
 
 def make_prompts(vocab: int, batch: int, length: int, seed: int) -> list[list[int]]:
@@ -253,6 +223,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--compile", action="store_true", help="Tollgate rows: torch.compile the model forward (warm-up compiles)"
     )
+    p.add_argument(
+        "--cluster",
+        nargs="+",
+        metavar="SCENARIO",
+        help="serve through engine.router on each cluster scenario's nodes instead (conf/cluster names or YAML "
+        "paths, e.g. single dp2): --batch is the concurrency, --threads the threads per node, fp32 only",
+    )
     p.add_argument("--repeats", type=int, default=3, help="measured runs per row (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured runs first")
     p.add_argument("--out", type=Path, help="write the JSON here (it is printed too)")
@@ -263,6 +240,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [q for q in args.quant if q not in available_strategies()]
     if unknown:
         p.error(f"--quant {' '.join(unknown)}: unknown; available: {', '.join(available_strategies())}")
+    if args.cluster and (why := cluster_error(args)):
+        p.error(why)
     if not Path(args.model).is_dir():
         p.error(f"--model {args.model}: not a checkpoint directory (run `make setup` for the default model)")
     return args
@@ -286,6 +265,8 @@ def _peer_quants(args: argparse.Namespace, missing: dict[str, str]) -> dict[str,
 def main(argv: list[str] | None = None) -> int:
     """Run every (system, quantization, batch, threads) measurement and write the JSON report; exit 1 on errors."""
     args = parse_args(argv)
+    if args.cluster:
+        return cluster_main(args)
     missing: dict[str, str] = {}
     systems = [("tollgate", args.quant), *_peer_quants(args, missing).items()]
     for peer, why in missing.items():

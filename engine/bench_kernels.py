@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from engine import LLM, SamplingParams
-from engine.bench import cpu_name
 from engine.config import ModelConfig
 from engine.models.linear import PACK_BATCH_HINT
 from engine.report_json import emit_json
+from engine.stats import cpu_name
 
 
 def layer_shapes(cfg: ModelConfig) -> list[tuple[int, int]]:

@@ -28,8 +28,8 @@ from typing import Any
 
 import httpx
 
-from engine.bench import percentiles
 from engine.report_json import emit_json
+from engine.stats import percentiles
 
 
 def _nothing() -> None:

@@ -19,16 +19,27 @@ ARTIFACT = "report/decision.json"
 GATE_RUN_TAG = "gate_run"  # "true" on a gate's parent run only (its stage runs carry the other tags too)
 
 
-def tracking_uri(folder: str | Path) -> str:
-    """Absolute SQLite URI of the MLflow store in `folder` (a relative sqlite:/// URI would follow the working
-    directory)."""
-    return f"sqlite:///{Path(folder).resolve() / 'mlflow.db'}"
+def is_server(store: str | Path) -> bool:
+    """An MLflow tracking server's URL (`mlflow server`, shared between machines), not a local folder."""
+    return str(store).startswith(("http://", "https://"))
+
+
+def tracking_uri(store: str | Path) -> str:
+    """The tracking URI of a store: a server's URL as it is; a folder's SQLite file as an absolute URI (a relative
+    sqlite:/// URI would follow the working directory)."""
+    return str(store) if is_server(store) else f"sqlite:///{Path(store).resolve() / 'mlflow.db'}"
+
+
+def artifact_location(store: str | Path) -> str | None:
+    """Where a new experiment keeps its artifacts: the folder's artifacts/, or wherever the server keeps them."""
+    return None if is_server(store) else (Path(store) / "artifacts").resolve().as_uri()
 
 
 def default_tracking_uri() -> str:
-    """The project's MLflow store: params.yaml's `mlflow.tracking_dir` (default mlruns/)."""
+    """The project's MLflow store: params.yaml's `mlflow.tracking_uri` if set, else `mlflow.tracking_dir`."""
     params = yaml.safe_load(Path("params.yaml").read_text()) if Path("params.yaml").is_file() else {}
-    return tracking_uri((params.get("mlflow") or {}).get("tracking_dir", "mlruns"))
+    conf = params.get("mlflow") or {}
+    return tracking_uri(conf.get("tracking_uri") or conf.get("tracking_dir", "mlruns"))
 
 
 def decision_of_run(client: Any, run_id: str) -> dict[str, Any]:

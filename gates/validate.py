@@ -17,6 +17,7 @@ from gates.evaluate import Evidence
 UNIT_RANGES = [
     ("loss_pct", -100.0, 1e15),  # relative perplexity change: negative when quantization helps, unbounded above
     ("quality_pct", 0.0, 1e6),  # quality relative to a baseline: above 100 when the candidate does better
+    ("overhead_mb", -1e9, 1e9),  # memory per node beyond a baseline's: negative when a node holds less
     ("_pct", 0.0, 100.0),
     ("_ms", 0.0, 1e9),
     ("_s", 0.0, 1e9),

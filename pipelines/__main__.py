@@ -22,6 +22,7 @@ COMMANDS = {
     "faults": "stage: the Part 4.2 errors injected into real processes",
     "stress": "stage: a soak under a steady request mix",
     "models": "stage: every architecture's parity with transformers, every format's round trip",
+    "cluster": "stage: the profile's cluster scenarios, replicas on namespaced nodes behind the router",
     "security": "stage: known vulnerabilities in the pins, bandit-style findings in the code",
     "codecheck": "stage: the code-quality numbers",
     "tests": "stage: the test suite as evidence",

@@ -14,8 +14,9 @@ import torch
 from prefect import flow, get_run_logger, task
 
 from engine import LLM, SamplingParams
-from engine.bench import make_prompts, percentiles, run_one
+from engine.bench import make_prompts, run_one
 from engine.loader import load_model
+from engine.stats import percentiles
 from pipelines.common import PLOTS, bench_args, now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
 from pipelines.plots import chart, write_csv

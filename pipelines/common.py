@@ -20,11 +20,11 @@ from prefect import tags
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from engine.bench import cpu_name
+from engine.router.replicas import ServerStartError
+from engine.stats import cpu_name
 from gates.provenance import git_dirty, git_head, now_utc, sha256_file, sha256_json, sha256_tree
 from gates.stages import param_value, stage_named
 from pipelines.config import PARAMS, TollgateConf, load_params
-from pipelines.live_server import ServerStartError
 from pipelines.prefect_parent import label_tags, run_stage_flow
 
 # Stage inputs and outputs are relative to the working directory: the project root where `dvc repro` runs.

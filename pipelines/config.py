@@ -91,10 +91,13 @@ class FinetuneConf:
 
 @dataclass
 class ClusterConf:
-    """How many nodes the engine runs on."""
+    """The cluster scenario the run is named for (conf/cluster/NAME.yaml, which engine.cluster.scenario reads)."""
 
     name: str
     nodes: int
+    threads_per_node: int = 1
+    transport: str = "netns"
+    faults: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -271,12 +274,25 @@ class ModelsSettings:
 
 
 @dataclass
+class ClusterSettings:
+    """The cluster stage: scenarios (conf/cluster names, `single` first: the others' speedup is against it) and
+    the closed-loop load each one serves."""
+
+    scenarios: list[str]
+    concurrency: int
+    requests: int
+    prompt_len: int
+    max_tokens: int
+
+
+@dataclass
 class TestsSettings:
     """What the tests stage runs: a pytest marker expression over some paths (ci: what `make test` runs)."""
 
     markers: str
     paths: list[str] = field(default_factory=lambda: ["tests"])
     ignore: list[str] = field(default_factory=list)  # files left out (ci: the nested `dvc repro` test)
+    workers: int = 1  # pytest-xdist processes, each running whole test files
 
 
 @dataclass
@@ -298,6 +314,7 @@ class ProfileConf:
     serve: ServeSettings
     faults: FaultSettings
     models: ModelsSettings
+    cluster: ClusterSettings
     tests: TestsSettings
 
 
@@ -312,10 +329,15 @@ class DataConf:
 
 @dataclass
 class MlflowConf:
-    """Where runs are tracked."""
+    """Where runs are tracked: a tracking server when `tracking_uri` is set, else the SQLite store in a folder."""
 
     tracking_dir: str
     experiment: str
+    tracking_uri: str | None = None
+
+    @property
+    def store(self) -> str:
+        return self.tracking_uri or self.tracking_dir
 
 
 @dataclass

@@ -19,12 +19,12 @@ import httpx
 import openai
 import torch
 
-from engine.bench import proc_status_mb
 from engine.errors import CheckpointError
 from engine.eval import Reference, evaluate
 from engine.faults import OOM_SEED
 from engine.loader import load_model
 from engine.quant import calibration_layers, get_strategy, quantize_model
+from engine.stats import proc_status_mb
 from pipelines.live_server import greedy_texts, kv_usage
 
 PROMPTS = [f"Fact {i}: the capital of" for i in range(4)]

@@ -15,11 +15,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from engine.bench import percentiles
+from engine.cluster.fault_proxy import FaultProxy, NetworkFaults
+from engine.stats import percentiles
 from pipelines import fault_trials
 from pipelines.common import TRANSIENT_RETRIES, now_utc, stage_run_name, write_metrics
 from pipelines.config import QuantConf, TollgateConf, load_params
-from pipelines.fault_proxy import FaultProxy, NetworkFaults
 from pipelines.live_server import running, running_router, running_server, serving
 from pipelines.quant_eval import heldout_ids
 
@@ -65,7 +65,7 @@ def node_failures(p: TollgateConf) -> list[dict[str, Any]]:
 
 @task(**TRANSIENT_RETRIES)
 def network_faults(p: TollgateConf) -> list[dict[str, Any]]:
-    """Two replicas behind a router; the path to one delays, resets and drops requests (pipelines/fault_proxy)."""
+    """Two replicas behind a router; the path to one delays, resets and drops requests (engine/cluster/fault_proxy)."""
     model, faults = Path(p.model.path).name, NetworkFaults()
     with running_server(p) as bad, running_server(p) as good, FaultProxy(int(bad.rsplit(":", 1)[1]), faults) as via:
         args = ["--replicas", "0", "--replica-url", via, "--replica-url", good, "--log-level", "warning"]

@@ -45,7 +45,7 @@ def train(p: TollgateConf, method: str) -> dict[str, Any]:
         "--train", str(data / "train.jsonl"), "--valid", str(data / "valid.jsonl"), "--out", str(out),
         "--rank", str(f.rank), "--alpha", str(f.alpha), "--dropout", str(f.dropout), "--targets", *f.targets,
         "--learning-rate", str(f.learning_rate), "--epochs", str(f.epochs), "--max-steps", str(s.max_steps),
-        "--batch-size", str(s.batch_size), "--seed", "0", "--mlflow-store", p.mlflow.tracking_dir,
+        "--batch-size", str(s.batch_size), "--seed", "0", "--mlflow-store", p.mlflow.store,
         "--kl-weight", str(f.kl_weight), "--kl-tokens", str(f.kl_tokens), "--kl-text", f.kl_text,
     ]  # fmt: skip
     # the child's flow run is a subflow of this one, on this flow's Prefect API (ephemeral or not)

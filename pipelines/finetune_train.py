@@ -20,16 +20,17 @@ from engine.finetune.data import DataError
 from engine.finetune.jobs import JobStore, fine_tuned_name
 from engine.finetune.options import add_train_arguments, settings_from
 from engine.finetune.train import Trainer, write_result
-from gates.history import tracking_uri
+from gates.history import artifact_location, is_server, tracking_uri
 from pipelines.prefect_parent import PARENT_ENV, run_in_parent
 
 
 def log_to_mlflow(store: str, experiment: str, name: str, params: dict[str, Any], result: dict[str, Any]) -> str:
     """One MLflow run for one adapter: parameters, the loss curves, the numbers and the adapter files."""
-    Path(store).mkdir(parents=True, exist_ok=True)
+    if not is_server(store):
+        Path(store).mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri(store))
     if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=(Path(store) / "artifacts").resolve().as_uri())
+        mlflow.create_experiment(experiment, artifact_location=artifact_location(store))
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=name) as run:
         mlflow.log_params(params)
@@ -100,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     adapter in its own process, so peak memory is that adapter's alone)."""
     parser = argparse.ArgumentParser(prog="python -m pipelines finetune_train", description=main.__doc__)
     add_train_arguments(parser)
-    parser.add_argument("--mlflow-store", help="MLflow folder (SQLite store inside); none: not tracked")
+    parser.add_argument(
+        "--mlflow-store", help="MLflow folder (SQLite store inside) or tracking server URL; none: not tracked"
+    )
     parser.add_argument("--experiment", default="tollgate-finetune")
     args = parser.parse_args(argv)
     lora, settings = settings_from(args)

@@ -28,7 +28,7 @@ from prefect.tasks import exponential_backoff
 
 from gates.evidence import flatten, read_metrics_file
 from gates.github import summary_markdown
-from gates.history import GATE_RUN_TAG, latest_decision
+from gates.history import GATE_RUN_TAG, artifact_location, is_server, latest_decision
 from gates.history import tracking_uri as store_uri
 from gates.report import summary_lines
 from gates.run import GateInputs, default_evidence, run_gate
@@ -37,9 +37,10 @@ from pipelines.config import TollgateConf, load_params
 
 
 def tracking_uri(p: TollgateConf) -> str:
-    """The pipeline's MLflow store, its folder created on first use."""
-    Path(p.mlflow.tracking_dir).mkdir(parents=True, exist_ok=True)
-    return store_uri(p.mlflow.tracking_dir)
+    """The pipeline's MLflow store (a tracking server, or a folder created on first use)."""
+    if not is_server(p.mlflow.store):
+        Path(p.mlflow.store).mkdir(parents=True, exist_ok=True)
+    return store_uri(p.mlflow.store)
 
 
 @task
@@ -122,8 +123,7 @@ def open_experiment(p: TollgateConf) -> tuple[MlflowClient, str]:
     """The project's MLflow experiment (created on first use), opening on its runs table."""
     mlflow.set_tracking_uri(tracking_uri(p))
     if mlflow.get_experiment_by_name(p.mlflow.experiment) is None:
-        artifacts = (Path(p.mlflow.tracking_dir) / "artifacts").resolve()
-        mlflow.create_experiment(p.mlflow.experiment, artifact_location=artifacts.as_uri())
+        mlflow.create_experiment(p.mlflow.experiment, artifact_location=artifact_location(p.mlflow.store))
     experiment = mlflow.set_experiment(p.mlflow.experiment)
     client = MlflowClient()
     client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)

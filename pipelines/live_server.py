@@ -5,36 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 import openai
 
-from engine.router.replicas import free_port
+from engine.router.replicas import free_port, wait_healthy, wait_replicas
 from pipelines.config import TollgateConf
 
 STARTUP_TIMEOUT_S = 300
-
-
-class ServerStartError(RuntimeError):
-    """A server process that exited before it became healthy (a busy port, a slow disk: worth one more try)."""
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    """Poll /health until 200; raises if the process exits or the time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerStartError(f"server exited with code {proc.returncode} before becoming healthy")
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"server at {url} not healthy after {timeout:.0f}s")
 
 
 def kv_usage(url: str) -> float:
@@ -106,15 +86,3 @@ def running_router(p: TollgateConf, replicas: int) -> Iterator[tuple[str, int]]:
     with running("engine.router", args) as (url, proc):
         wait_replicas(url, proc, STARTUP_TIMEOUT_S)
         yield url, proc.pid
-
-
-def wait_replicas(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    """Until every replica the router lists is healthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerStartError(f"router exited with code {proc.returncode}")
-        if all(r["healthy"] for r in httpx.get(f"{url}/admin/replicas", timeout=5).json()):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"replicas behind {url} not all healthy after {timeout:.0f}s")

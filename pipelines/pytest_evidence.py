@@ -26,6 +26,7 @@ FEATURE_PATHS = {
     "tests/engine/test_kv_cache.py": "kv_compression",
     "tests/engine/test_lora.py": "fine_tuning",
     "tests/engine/server/test_fine_tuning_api.py": "fine_tuning",
+    "tests/engine/cluster/": "distributed_executor",
 }
 
 
@@ -76,5 +77,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     target = config.getoption("--evidence-out")
-    if target is not None:
+    if target is not None and not hasattr(config, "workerinput"):  # under xdist, the controller gets every report
         config.pluginmanager.register(EvidenceRecorder(target), "tollgate-evidence")

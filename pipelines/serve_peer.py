@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from engine import llamacpp_peer
-from engine.bench import cpu_name
 from engine.loadgen import parse_args as loadgen_args
 from engine.loadgen import run_load, summarize
 from engine.report_json import emit_json
+from engine.stats import cpu_name
 from pipelines.common import cli_args
 from pipelines.live_server import running_command
 

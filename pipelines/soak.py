@@ -24,8 +24,8 @@ from typing import Any, ClassVar
 import httpx
 import openai
 
-from engine.bench import proc_status_mb
 from engine.progress import progress
+from engine.stats import proc_status_mb
 from pipelines.live_server import greedy_texts, kv_usage
 
 STALL_S = 30.0

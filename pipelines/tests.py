@@ -25,13 +25,20 @@ COVERED = ("engine", "gates", "pipelines")
 
 
 def pytest_command(
-    markers: str, paths: list[str], summary: Path, coverage_json: Path, ignore: list[str] | None = None
+    markers: str,
+    paths: list[str],
+    summary: Path,
+    coverage_json: Path,
+    ignore: list[str] | None = None,
+    workers: int = 1,
 ) -> list[str]:
-    """The pytest invocation of the stage (what `make test` runs, plus coverage and the evidence plugin)."""
+    """The pytest invocation of the stage (what `make test` runs, plus coverage and the evidence plugin); with
+    `workers` > 1, pytest-xdist runs each test file whole on one of that many worker processes."""
     cov = [f"--cov={pkg}" for pkg in COVERED] + [f"--cov-report=json:{coverage_json}"]
     evidence = ["-p", "pipelines.pytest_evidence", f"--evidence-out={summary}"]
     skipped = [f"--ignore={path}" for path in ignore or []]
-    flags = ["-q", "-p", "no:cacheprovider", *skipped, *evidence, *cov]
+    parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+    flags = ["-q", "-p", "no:cacheprovider", *parallel, *skipped, *evidence, *cov]
     return [sys.executable, "-m", "pytest", "-m", markers, *paths, *flags]
 
 
@@ -46,13 +53,13 @@ def _failed_run(proc: subprocess.CompletedProcess, minutes: float) -> dict[str, 
 
 
 def run_pytest(
-    markers: str, paths: list[str], ignore: list[str] | None = None
+    markers: str, paths: list[str], ignore: list[str] | None = None, workers: int = 1
 ) -> tuple[dict[str, Any], subprocess.CompletedProcess]:
     """Run pytest once in a subprocess; returns the evidence document and the finished process."""
     with tempfile.TemporaryDirectory() as tmp:
         summary, coverage = Path(tmp) / "summary.json", Path(tmp) / "coverage.json"
         start = time.perf_counter()
-        command = pytest_command(markers, paths, summary, coverage, ignore)
+        command = pytest_command(markers, paths, summary, coverage, ignore, workers)
         proc = subprocess.run(command, capture_output=True, text=True)
         minutes = (time.perf_counter() - start) / 60
         if not summary.is_file():
@@ -65,9 +72,9 @@ def run_pytest(
 
 
 @task
-def run_suite(markers: str, paths: list[str], ignore: list[str]) -> dict[str, Any]:
+def run_suite(markers: str, paths: list[str], ignore: list[str], workers: int) -> dict[str, Any]:
     """The suite's evidence, with pytest's verdict in the stage log."""
-    doc, proc = run_pytest(markers, paths, ignore)
+    doc, proc = run_pytest(markers, paths, ignore, workers)
     summary = proc.stdout.strip().splitlines()[-1:] or ["no output"]
     print(f"pytest -m {markers!r} {' '.join(paths)} exited {proc.returncode}: {summary[0]}")
     for nodeid in doc.get("_failed", []):
@@ -83,6 +90,6 @@ def tests_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     started = now_utc()
     p = load_params(Path(params_path))
     t = p.profile.tests
-    metrics = run_suite(t.markers, list(t.paths), list(t.ignore))
+    metrics = run_suite(t.markers, list(t.paths), list(t.ignore), t.workers)
     write_metrics("tests", metrics, params_path, started)
     return metrics

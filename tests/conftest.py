@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2 = ROOT / "models" / "smollm2-135m-instruct"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# one thread per xdist worker: two workers on two cores, each spinning two threads, slow each other down
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """One OpenAI endpoint in front of N engine replicas: least-outstanding balancing, backpressure, retries.
 
 A request that fails on a replica before its first byte (connection refused, replica died, 5xx) is retried on
-another healthy replica; one that fails mid-stream ends with an OpenAI-shaped error event. When more than
-`max_outstanding` requests are in flight, new ones get 429 with Retry-After.
+another healthy replica; a replica that could not be reached leaves the rotation at once and comes back when its
+next health probe (every second) answers; a request that fails mid-stream ends with an OpenAI-shaped error event.
+When more than `max_outstanding` requests are in flight, new ones get 429 with Retry-After.
 """
 
 from __future__ import annotations
@@ -114,9 +115,13 @@ def build_router(
                 resp, first, chunks = await _first_chunk(
                     client, replica, f"/v1/{endpoint}", body, request.headers.get("authorization")
                 )
-            except (httpx.HTTPError, OSError):
+            except (httpx.TransportError, OSError):
                 replica.outstanding -= 1
+                replica.healthy = False  # unreachable: out of rotation until a health probe answers again
                 continue  # nothing reached the client yet: try another replica
+            except httpx.HTTPError:
+                replica.outstanding -= 1
+                continue
             return StreamingResponse(
                 _relay(replica, resp, first, chunks),
                 status_code=resp.status_code,

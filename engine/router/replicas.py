@@ -7,6 +7,8 @@ import logging
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -19,6 +21,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class ServerStartError(RuntimeError):
+    """A server process that exited before it became healthy (a busy port, a slow disk: worth one more try)."""
+
+
+def _wait(ready: Callable[[], bool], proc: subprocess.Popen, timeout: float, what: str) -> None:
+    """Poll `ready` every 0.5 s; raises if the process exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServerStartError(f"the process behind {what} exited with code {proc.returncode} first")
+        try:
+            if ready():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what}: not after {timeout:.0f}s")
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Until the server's /health answers 200."""
+    _wait(lambda: httpx.get(f"{url}/health", timeout=5).status_code == 200, proc, timeout, f"{url} healthy")
+
+
+def wait_replicas(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Until every replica the router at `url` lists is healthy."""
+    replicas = lambda: httpx.get(f"{url}/admin/replicas", timeout=5).json()  # noqa: E731
+    _wait(lambda: all(r["healthy"] for r in replicas()), proc, timeout, f"every replica behind {url} healthy")
 
 
 @dataclass

@@ -85,6 +85,16 @@ def test_nan_and_out_of_range_values_turn_invalid(project: MiniProject) -> None:
     assert "NaN" in reasons["bench.batch1.decode_tok_s"] and "_ms value outside" in reasons["latency.itl_ms.p95"]
 
 
+def test_a_memory_overhead_may_be_negative_but_a_memory_size_may_not(project: MiniProject) -> None:
+    path = project.root / "metrics" / "bench.json"
+    project.write_metrics("bench", {})
+    doc = json.loads(path.read_text())
+    doc.update({"bench": {"peak_rss_mb": -30.0, "sync_overhead_mb": -30.0}})  # a node holding less than single
+    path.write_text(json.dumps(doc))
+    evidence, files = collect([path], load_stages())
+    assert set(validate_evidence(evidence, {f.path: f.keys for f in files})) == {"bench.peak_rss_mb"}
+
+
 def test_a_key_outside_its_stage_is_an_error(project: MiniProject, capsys) -> None:
     project.write_metrics("bench", {"bench": {"batch1": {"decode_tok_s": 12.0}}, "quality": {"x": 1}})
     with pytest.raises(EvidenceError, match="does not own"):

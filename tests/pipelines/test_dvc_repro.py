@@ -60,6 +60,10 @@ OVERRIDES = [
     "profile.serve.sweep.repetitions=2",
     "profile.serve.sweep.duration_s=1.5",
     "profile.serve.sweep.max_concurrency=4",
+    "profile.cluster.requests=4",
+    "profile.cluster.concurrency=2",
+    "profile.cluster.prompt_len=16",
+    "profile.cluster.max_tokens=4",
     "profile.tests.paths=[tests/gates/test_decision.py]",  # the full suite runs this very test: no recursion
 ]
 
@@ -176,6 +180,11 @@ def test_every_criterion_is_measured_by_a_stage_or_listed_as_unmeasured(repro: P
         release = yaml.safe_load((ROOT / "conf" / "profile" / "release.yaml").read_text())["long_context"]
         row = ("quality_pct", "kv_mb", "perplexity", "retrieval_pct", "peak_rss_mb", "decode_tok_s")
         produced |= {f"long_context.ctx{n // 1024}k.{key}" for n in release["lengths"] for key in row}
+    if "cluster.max_nodes" in produced:  # release adds scenarios with more nodes: each fault-free one, its row
+        for name in yaml.safe_load((ROOT / "conf" / "profile" / "release.yaml").read_text())["cluster"]["scenarios"]:
+            scenario = yaml.safe_load((ROOT / "conf" / "cluster" / f"{name}.yaml").read_text())
+            if scenario["nodes"] > 1 and not scenario["faults"]:
+                produced |= {f"cluster.nodes{scenario['nodes']}.{key}" for key in ("decode_tok_s", "speedup")}
     spec = load_spec(repro / "conf" / "gates" / "phase3.yaml")
     metrics = {c.metric for c in spec.criteria}
     audit_complete = "security.vulnerabilities" in produced  # only where pip-audit's service answers for every pin

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine.cluster.fault_proxy import FaultProxy, NetworkFaults
 from engine.engine import EngineConfig
 from engine.server.app import ServerConfig
 from pipelines import fault_trials
-from pipelines.fault_proxy import FaultProxy, NetworkFaults
 from pipelines.faults import summarize
 from pipelines.live_server import running
 from tests.conftest import LiveServer, start_server

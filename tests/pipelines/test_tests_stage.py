@@ -43,3 +43,18 @@ def test_failed_tests_are_named_in_the_evidence(suite: Path) -> None:
     (suite / "test_x.py").write_text("def test_ok():\n    pass\n\ndef test_bad():\n    assert False\n")
     doc, _ = run_pytest("", [str(suite / "test_x.py")])
     assert [n.split("::")[-1] for n in doc["_failed"]] == ["test_bad"]
+
+
+def test_parallel_workers_report_the_same_evidence_as_one_process(suite: Path) -> None:
+    (suite / "test_x.py").write_text(
+        "import pytest\n\n@pytest.mark.integration\ndef test_real():\n    pass\n\ndef test_bad():\n    assert False\n"
+    )
+    (suite / "test_y.py").write_text("def test_ok():\n    pass\n")
+    (suite / "pytest.ini").write_text("[pytest]\nmarkers =\n    integration: real model\n")
+    paths = [str(suite / "test_x.py"), str(suite / "test_y.py")]
+    serial, _ = run_pytest("", paths)
+    parallel, proc = run_pytest("", paths, workers=2)
+    assert "-n" in proc.args and proc.returncode == 1
+    for key in ("unit", "integration", "total_passed", "passed_pct", "failed_pct"):
+        assert parallel["tests"][key] == serial["tests"][key], key
+    assert parallel["tests"]["integration"] == {"count": 1} and parallel["_failed"] == serial["_failed"]

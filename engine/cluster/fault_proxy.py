@@ -32,10 +32,11 @@ class NetworkFaults:
 
 
 class FaultProxy:
-    """Listens on a free loopback port and forwards to `target_port` through `faults`, on its own thread."""
+    """Listens on a free loopback port and forwards to `target_host:target_port` through `faults`, on its own
+    thread."""
 
-    def __init__(self, target_port: int, faults: NetworkFaults) -> None:
-        self.target_port, self.faults = target_port, faults
+    def __init__(self, target_port: int, faults: NetworkFaults, target_host: str = "127.0.0.1") -> None:
+        self.target_host, self.target_port, self.faults = target_host, target_port, faults
         self.rng = random.Random(faults.seed)
         self.loop = asyncio.new_event_loop()
         self.port = 0
@@ -65,7 +66,7 @@ class FaultProxy:
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
-            upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+            upstream_r, upstream_w = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:
             client_w.close()
             return

@@ -1,0 +1,6 @@
+"""Cluster scenarios on one machine or many: replicas on nodes behind the router (data parallel).
+
+`scenario` reads conf/cluster; `nodes` makes each node a network namespace joined by a veth pair; `run` starts a
+server per node and the router over them; `bench` measures a scenario end to end; `fault_proxy` is the
+user-space link that delays and resets requests (this kernel has no `sch_netem`).
+"""
