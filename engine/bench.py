@@ -28,7 +28,7 @@ import torch
 from torch._dynamo.utils import counters as compile_counters
 from transformers import AutoModelForCausalLM
 
-from engine import LLM, SamplingParams, llamacpp_peer
+from engine import LLM, SamplingParams, llamacpp_peer, tensor_parallel
 from engine.cluster.bench import cluster_error, cluster_main
 from engine.progress import progress
 from engine.quant import available_strategies
@@ -56,6 +56,7 @@ def _run_tollgate(args: argparse.Namespace, batch: int, quant: str, threads: int
         quant_options=getattr(args, "quant_options", {}),
         calibration_text=getattr(args, "calibration_text", None),
         calibration_tokens=getattr(args, "calibration_tokens", 4096),
+        tensor_parallel_size=getattr(args, "tensor_parallel_size", 1),
     )
     eng = llm.engine
     per_block = eng.kv_cache_bytes // eng.block_manager.num_blocks
@@ -90,6 +91,9 @@ def _run_tollgate(args: argparse.Namespace, batch: int, quant: str, threads: int
 
     row = _measure(args, once)
     row["compiled"] = not eng.config.enforce_eager
+    if eng.config.tensor_parallel_size > 1:  # rank 0's time in all-reduce and gather, per step, all runs
+        row["tensor_parallel_size"] = eng.config.tensor_parallel_size
+        row["comm_ms_per_step"] = tensor_parallel.COMM.seconds * 1000 / eng.stats.steps
     if eng.quant_report is not None:
         row["quantization"] = eng.quant_report.summary()
     return row
@@ -230,6 +234,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="serve through engine.router on each cluster scenario's nodes instead (conf/cluster names or YAML "
         "paths, e.g. single dp2): --batch is the concurrency, --threads the threads per node, fp32 only",
     )
+    p.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="Tollgate rows: split the model over this many ranks (engine.tensor_parallel)")  # fmt: skip
     p.add_argument("--repeats", type=int, default=3, help="measured runs per row (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="unmeasured runs first")
     p.add_argument("--out", type=Path, help="write the JSON here (it is printed too)")

@@ -10,9 +10,8 @@ from typing import Any
 
 import torch
 
+from engine.executor import place
 from engine.faults import make_sampler
-from engine.loader import load
-from engine.model_runner import ModelRunner, plan_cache
 from engine.outputs import RequestOutput, StreamDelta
 from engine.sampling import SamplingParams
 from engine.scheduler import Scheduler, SchedulerOutput
@@ -50,6 +49,8 @@ class EngineConfig:
     # compilation per load on 2 cores; each distinct number of sequences in a step is one more graph (the
     # attention loop unrolls) until torch's recompile limit sends the step back to eager.
     enforce_eager: bool = True
+    # ranks one model's blocks are split over (engine.tensor_parallel: torch.distributed; must divide the heads)
+    tensor_parallel_size: int = 1
     # LoRA serving (engine.lora): adapters by name, slots for distinct adapters in one batch, the largest rank
     lora_modules: dict[str, str] = field(default_factory=dict)
     max_loras: int = 0
@@ -78,25 +79,16 @@ class LLMEngine:
 
     def __init__(self, model: str | Path, config: EngineConfig | None = None) -> None:
         self.config = cfg = config or EngineConfig()
-        self.model, self.tokenizer, self.quant_report = load(
-            model, cfg.quant, cfg.quant_options, cfg.calibration_text, cfg.calibration_tokens, cfg.dtype, cfg.device
-        )
+        placed = place(model, cfg)
+        self.model, self.tokenizer, self.quant_report = placed.model, placed.tokenizer, placed.quant_report
+        self.runner, plan = placed.runner, placed.plan
         mcfg = self.model.config
-        plan = plan_cache(self.model, cfg)
         self.max_model_len = plan.max_model_len
-        if self.max_model_len > self.model.max_positions:  # rope tables for every position a sequence reaches
-            self.model.max_positions = self.max_model_len
-            self.model.rebuild_derived()
         self.scheduler = Scheduler.with_blocks(
             plan.num_blocks, cfg.block_size, cfg.enable_prefix_caching, cfg.max_num_seqs, cfg.max_num_batched_tokens,
             self.max_model_len, window=plan.window,
         )  # fmt: skip
         self.block_manager = self.scheduler.bm
-        slots = cfg.max_loras or (1 if cfg.lora_modules else 0)
-        self.runner = ModelRunner(
-            self.model, plan.num_blocks, cfg.block_size, not cfg.enforce_eager, slots, cfg.max_lora_rank,
-            cfg.kv_cache_dtype, plan.window,
-        )  # fmt: skip
         self.loras = self.runner.loras
         for name, path in cfg.lora_modules.items():
             self.add_lora(name, path)

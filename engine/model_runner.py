@@ -82,6 +82,15 @@ def plan_cache(model: DecoderForCausalLM, cfg: Any) -> CachePlan:
     return CachePlan(num_blocks, window, limit)
 
 
+def fit_cache(model: DecoderForCausalLM, cfg: Any) -> CachePlan:
+    """`plan_cache`, with the model's rope tables stretched to every position a sequence can reach."""
+    plan = plan_cache(model, cfg)
+    if plan.max_model_len > model.max_positions:
+        model.max_positions = plan.max_model_len
+        model.rebuild_derived()
+    return plan
+
+
 class ModelRunner:
     """Flattens a step's sequences into one batch, lays out paged-KV metadata, returns the logits to sample."""
 

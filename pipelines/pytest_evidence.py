@@ -27,6 +27,7 @@ FEATURE_PATHS = {
     "tests/engine/test_lora.py": "fine_tuning",
     "tests/engine/server/test_fine_tuning_api.py": "fine_tuning",
     "tests/engine/cluster/": "distributed_executor",
+    "tests/engine/test_tensor_parallel.py": "distributed_executor",
 }
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from engine.attention import AttentionMetadata, LayerAttention, apply_rotary, paged_attention
 from engine.config import ModelConfig
+from engine.errors import ParameterError
 from engine.models.layers import RoutedExperts, activation, make_norm
 from engine.models.rope import RotaryEmbedding
 from engine.models.weights import load_weights
@@ -125,6 +126,7 @@ class DecoderForCausalLM(nn.Module):
         self.norm = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=cfg.spec.head_bias)
         self.max_positions = max_positions or cfg.max_position_embeddings
+        self.tensor_parallel = 1  # ranks this model's blocks are split over (engine.tensor_parallel.shard)
         self.rebuild_derived()
 
     def rebuild_derived(self) -> None:
@@ -186,6 +188,8 @@ class DecoderForCausalLM(nn.Module):
 
     def _uncached(self, token_ids: list[int]) -> torch.Tensor:
         """Final hidden states of one whole sequence, no KV cache (the model's own sliding window applied)."""
+        if self.tensor_parallel > 1:  # one rank alone would wait forever in the other ranks' all-reduce
+            raise ParameterError("model", "scoring and embeddings are not served under tensor parallelism")
         ids = torch.tensor(token_ids, dtype=torch.long, device=self.embed_tokens.weight.device)
         positions = torch.arange(len(token_ids), device=ids.device)
         return self(ids, positions, AttentionMetadata.no_cache([len(token_ids)], self.config.sliding_window))

@@ -8,6 +8,10 @@
     python -m engine.server --model models/smollm2-135m-instruct --kv-cache-dtype int8 \\
         --attention sink-window --window 4096 --max-model-len 32768
 
+    python -m engine.server --model models/smollm2-135m-instruct --tensor-parallel-size 3   # ranks 1-2 spawned
+    torchrun --nnodes 3 --nproc-per-node 1 --node-rank 0 --master-addr HOST --master-port 29500 \\
+        -m engine.server --model models/smollm2-135m-instruct --tensor-parallel-size 3   # rank 0 of 3 nodes
+
 Each model is served under its directory name, each adapter under its NAME (`/v1/models` gives its parent).
 /health answers 503 until the models are loaded; with --memory-budget-mb only the first loads at start and the
 others on demand (least recently used unloaded). --fine-tuning-dir turns on OpenAI's files and fine-tuning API.
@@ -72,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fine-tuning-dir", help="turn the files and fine-tuning API on, keeping uploads and jobs here")
     p.add_argument("--fine-tuning-method", choices=METHODS, default="lora",
                    help="what API jobs train: lora (fp32 base) or qlora (frozen 4-bit base)")  # fmt: skip
+    p.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="split the model over this many ranks (torch.distributed; spawned or torchrun)")  # fmt: skip
     p.add_argument("--log-level", default="info")
     add_arguments(p)
     args = p.parse_args(argv)
@@ -96,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         sinks=args.sinks,
         max_model_len=args.max_model_len,
+        tensor_parallel_size=args.tensor_parallel_size,
     )
+    if args.tensor_parallel_size > 1 and (len(args.model) > 1 or args.memory_budget_mb or args.fine_tuning_dir):
+        p.error("--tensor-parallel-size serves one --model, without --memory-budget-mb or --fine-tuning-dir")
     warn_if_exposed(args.host, args.api_key)
     max_body = int(args.max_body_mb * 2**20)
     config = ServerConfig(

@@ -28,8 +28,9 @@ def test_a_sweep_finds_the_knee_and_writes_json_html_and_a_baseline_diff(live, t
     assert "maximum sustainable rate:" in capsys.readouterr().out.splitlines()[-1]
     page = out.with_suffix(".html").read_text()
     assert 'id="knee"' in page and "<svg" in page and "achieved (95% CI)" in page
+    # the diff is what is checked here: whether this second run finds a knee too depends on the machine's load
     again = tmp_path / "again.json"
-    assert main([*args, "--max-tokens", "4", "--baseline", str(out), "--out", str(again)]) == 0
+    assert main([*args, "--max-tokens", "4", "--baseline", str(out), "--out", str(again)]) in (0, 1)
     assert json.loads(again.read_text())["baseline"]["max_sustainable_rps"] == doc["max_sustainable_rps"]
 
 
