@@ -42,6 +42,7 @@ def run_scenario(p: TollgateConf, name: str) -> dict[str, Any]:
 def _scaling_rows(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Per node count, the fault-free scenario that completed every request (the one that can speak for it)."""
     clean = [r for r in rows if not r["faults"] and r["completed"] == r["requests"] > 0]
+    clean = [r for r in clean if r.get("tensor_parallel_size", 1) == 1]  # replicas scale throughput; a split does not
     return {r["nodes"]: r for r in sorted(clean, key=lambda r: r["output_tok_s"])}
 
 

@@ -13,11 +13,13 @@ import asyncio
 import dataclasses
 import itertools
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import torch
 
 from engine.cluster.run import ClusterRun, running_cluster
@@ -71,6 +73,23 @@ def _warm(cluster: ClusterRun, model: str, prompt_len: int) -> None:
         httpx.post(f"{server.direct_url}/v1/completions", json=body, timeout=600).raise_for_status()
 
 
+def node_peak_rss_mb(proc: subprocess.Popen) -> float:
+    """Peak RSS of what runs on a node: the process started there and its children (torchrun's rank)."""
+    tree = [proc.pid, *(child.pid for child in psutil.Process(proc.pid).children(recursive=True))]
+    return sum(proc_status_mb("VmHWM", pid) for pid in tree)
+
+
+def comm_reading(url: str, model: str) -> tuple[float, float]:
+    """(seconds in collectives, engine steps) from a server's /metrics."""
+    keys = ("tollgate_collective_seconds ", f'tollgate_engine_steps{{model="{model}"}} ')
+    values = dict.fromkeys(keys, 0.0)
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        for key in keys:
+            if line.startswith(key):
+                values[key] = float(line.rsplit(" ", 1)[1])
+    return values[keys[0]], values[keys[1]]
+
+
 def measure(
     checkpoint: str | Path, scenario: Scenario, concurrency: int, requests: int, prompt_len: int, max_tokens: int
 ) -> dict[str, Any]:
@@ -79,15 +98,21 @@ def measure(
     with running_cluster(str(checkpoint), scenario) as cluster:
         _warm(cluster, model, prompt_len)
         args = load_args(cluster.url, model, concurrency, requests, prompt_len, max_tokens)
+        rank0 = cluster.servers[0].direct_url
+        before = comm_reading(rank0, model)
         results, wall, rpc = asyncio.run(_load_with_probe(args, [s.url for s in cluster.servers]))
-        rss = [proc_status_mb("VmHWM", s.proc.pid) for s in cluster.servers]
+        (comm_s, steps) = (a - b for a, b in zip(comm_reading(rank0, model), before, strict=True))
+        rss = [node_peak_rss_mb(proc) for proc in cluster.node_procs]
         transport, fallback = cluster.transport, cluster.fallback
     load = summarize(results, wall, args)
     cpus = os.cpu_count() or 1
+    parallel = scenario.tensor_parallel_size
     return {
         "cluster": scenario.name,
         "nodes": scenario.nodes,
         "threads_per_node": scenario.threads_per_node,
+        "tensor_parallel_size": parallel,
+        **({"comm_ms_per_step": 1000 * comm_s / steps} if parallel > 1 and steps else {}),
         "transport": transport,
         **({"transport_fallback": fallback} if fallback else {}),
         "faults": {k: v for k, v in vars(scenario.faults).items() if v},

@@ -1,9 +1,9 @@
-"""Nodes on one machine: each a Linux network namespace joined to the host by a veth pair (iproute2).
+"""Nodes on one machine: each a Linux network namespace on a host bridge through a veth pair (iproute2).
 
 A process started with `node.command(argv)` runs inside the node's namespace and can only be reached through its
-veth link, at `node.address`; `tc tbf` on both ends caps the link's rate. Namespaces need root (CAP_NET_ADMIN):
-where `ip netns add` is refused, the nodes fall back to loopback processes and the transport says so.
-The namespaces are deleted when the block ends, whatever happened inside it.
+veth link, at `node.address`, from the host or another node; `tc tbf` on both ends caps the link's rate.
+Namespaces need root (CAP_NET_ADMIN): where `ip netns add` is refused, the nodes fall back to loopback processes
+and the transport says so. The namespaces and the bridge are deleted when the block ends, whatever happened.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Node:
     name: str
     address: str
     prefix: tuple[str, ...] = field(default=())
+    interface: str = "lo"  # the device that carries `address` on the node (gloo's GLOO_SOCKET_IFNAME)
 
     def command(self, argv: list[str]) -> list[str]:
         return [*self.prefix, *argv]
@@ -67,46 +68,53 @@ def _rate_cap(device: str, mbit: float, namespace: str | None = None) -> None:
     subprocess.run([*inside, *tbf], check=True, capture_output=True, text=True)
 
 
-def _add_node(namespace: str, index: int, subnet: int, bandwidth_mbit: float | None) -> Node:
-    """Namespace `namespace` (already added) joined to the host by a veth pair on 10.SUBNET.INDEX.0/30."""
+def _add_node(namespace: str, bridge: str, address: str, bandwidth_mbit: float | None) -> Node:
+    """Namespace `namespace` (already added) on the host's `bridge` through a veth pair, at `address`/24."""
     host_end, node_end = f"{namespace}h", f"{namespace}v"
-    host_ip, node_ip = f"10.{subnet}.{index}.1", f"10.{subnet}.{index}.2"
     _ip("link", "add", host_end, "type", "veth", "peer", "name", node_end)
     _ip("link", "set", node_end, "netns", namespace)
-    _ip("addr", "add", f"{host_ip}/30", "dev", host_end)
+    _ip("link", "set", host_end, "master", bridge)
     _ip("link", "set", host_end, "up")
-    for args in (["addr", "add", f"{node_ip}/30", "dev", node_end], ["link", "set", node_end, "up"],
+    for args in (["addr", "add", f"{address}/24", "dev", node_end], ["link", "set", node_end, "up"],
                  ["link", "set", "lo", "up"]):  # fmt: skip
         _ip("netns", "exec", namespace, "ip", *args)
     if bandwidth_mbit:
         _rate_cap(host_end, bandwidth_mbit)
         _rate_cap(node_end, bandwidth_mbit, namespace)
-    return Node(namespace, node_ip, ("ip", "netns", "exec", namespace))
+    return Node(namespace, address, ("ip", "netns", "exec", namespace), node_end)
 
 
-def _delete(namespace: str) -> None:
-    """Kill what still runs in the namespace, then delete it (which deletes its veth pair too)."""
+def _delete(made: list[str]) -> None:
+    """Kill what still runs in each namespace made, delete it (its veth pair goes with it), then the bridge."""
     try:
-        pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
-        for pid in pids:
-            with suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, text=True)
+        for name in made[1:]:
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+            for pid in pids:
+                with suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True)
+        if made:
+            subprocess.run(["ip", "link", "del", made[0]], capture_output=True, text=True)
     except OSError:
         pass  # no iproute2: nothing was made
 
 
-def _add_nodes(count: int, namespaces: list[str], bandwidth_mbit: float | None) -> list[Node]:
-    """`count` namespaced nodes; each namespace's name goes into `namespaces` as soon as it exists. Names and
+def _add_nodes(count: int, made: list[str], bandwidth_mbit: float | None) -> list[Node]:
+    """A bridge on the host (10.S.R.1/24) and `count` namespaced nodes on it (.2, .3, ...), so nodes reach the
+    host and each other; `made` gets the bridge's name, then each namespace's, as soon as each exists. Names and
     subnets are new on every call: the kernel deletes a namespace's links a moment after `ip netns del` returns."""
     run = next(_RUNS)
-    tag, subnet = f"tg{os.getpid() % 10000}r{run % 100}", 100 + os.getpid() % 150
-    made = []
+    tag, net = f"tg{os.getpid() % 10000}r{run % 100}", f"10.{100 + os.getpid() % 150}.{run % 256}"
+    made.append(f"{tag}br")
+    _ip("link", "add", made[0], "type", "bridge")
+    _ip("addr", "add", f"{net}.1/24", "dev", made[0])
+    _ip("link", "set", made[0], "up")
+    nodes = []
     for i in range(count):
-        namespaces.append(f"{tag}n{i}")
-        _ip("netns", "add", namespaces[-1])
-        made.append(_add_node(namespaces[-1], (run * 16 + i) % 256, subnet, bandwidth_mbit))
-    return made
+        made.append(f"{tag}n{i}")
+        _ip("netns", "add", made[-1])
+        nodes.append(_add_node(made[-1], made[0], f"{net}.{i + 2}", bandwidth_mbit))
+    return nodes
 
 
 @contextmanager
@@ -116,9 +124,9 @@ def make_nodes(count: int, transport: str = "netns", bandwidth_mbit: float | Non
     if transport == "loopback":
         yield Nodes(loopback, "loopback")
         return
-    namespaces: list[str] = []
+    made: list[str] = []
     try:
-        nodes = Nodes(_add_nodes(count, namespaces, bandwidth_mbit), "netns")
+        nodes = Nodes(_add_nodes(count, made, bandwidth_mbit), "netns")
     except (OSError, subprocess.CalledProcessError) as exc:
         why = (getattr(exc, "stderr", None) or str(exc)).strip()
         log.warning("network namespaces unavailable (%s): nodes are loopback processes", why)
@@ -126,5 +134,4 @@ def make_nodes(count: int, transport: str = "netns", bandwidth_mbit: float | Non
     try:
         yield nodes
     finally:
-        for namespace in namespaces:
-            _delete(namespace)
+        _delete(made)

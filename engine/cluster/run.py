@@ -9,6 +9,7 @@ with faults goes through a `FaultProxy` on the host, which delays and resets req
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -44,10 +45,16 @@ class ClusterRun:
     servers: list[NodeServer]
     transport: str
     fallback: str | None
+    node_procs: list[subprocess.Popen]  # what was started on each node (a server, or a torchrun with its rank)
 
 
-def _popen(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+def _popen(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+
+
+def _rank(node: Node, argv: list[str]) -> subprocess.Popen:
+    """A torchrun on `node` whose rank talks gloo over the node's own link (not the loopback its hostname means)."""
+    return _popen(node.command(argv), {"GLOO_SOCKET_IFNAME": node.interface})
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -61,12 +68,36 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             proc.kill()
 
 
-def _start_server(model: str, node: Node, threads: int) -> NodeServer:
-    port = free_port() if node.address == "127.0.0.1" else NODE_PORT
-    server = [sys.executable, "-m", "engine.server", "--model", model, "--threads", str(threads)]
-    server += ["--host", node.address, "--port", str(port), "--log-level", "warning"]
-    url = f"http://{node.address}:{port}"
-    return NodeServer(node, url, url, _popen(node.command(server)))
+def _port(node: Node) -> int:
+    return free_port() if node.address == "127.0.0.1" else NODE_PORT
+
+
+def _server_argv(model: str, node: Node, port: int, threads: int) -> list[str]:
+    server = ["-m", "engine.server", "--model", model, "--threads", str(threads)]
+    return [*server, "--host", node.address, "--port", str(port), "--log-level", "warning"]
+
+
+def _start_servers(
+    model: str, nodes: list[Node], scenario: Scenario
+) -> tuple[list[NodeServer], list[subprocess.Popen]]:
+    """A server per node; or, for a tensor-parallel scenario, a torchrun per node: rank 0 serves, the rest are
+    `engine.tensor_parallel` workers meeting at node 0's address."""
+    threads, tp = scenario.threads_per_node, scenario.tensor_parallel_size
+    if tp == 1:
+        ports = [_port(node) for node in nodes]
+        servers = [NodeServer(n, f"http://{n.address}:{p}", f"http://{n.address}:{p}",
+                              _popen(n.command([sys.executable, *_server_argv(model, n, p, threads)])))
+                   for n, p in zip(nodes, ports, strict=True)]  # fmt: skip
+        return servers, [s.proc for s in servers]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(tp), "--nproc-per-node", "1"]
+    torchrun += ["--master-addr", nodes[0].address, "--master-port", str(_port(nodes[0]) + 1)]
+    worker = ["-m", "engine.tensor_parallel", "--model", model, "--threads", str(threads)]
+    procs = [_rank(n, [*torchrun, "--node-rank", str(r), *worker]) for r, n in enumerate(nodes[1:], 1)]
+    port = _port(nodes[0])
+    rank0 = [*torchrun, "--node-rank", "0", *_server_argv(model, nodes[0], port, threads)]
+    url = f"http://{nodes[0].address}:{port}"
+    server = NodeServer(nodes[0], url, url, _rank(nodes[0], [*rank0, "--tensor-parallel-size", str(tp)]))
+    return [server], [server.proc, *procs]
 
 
 def _proxy_faults(faults: LinkFaults, seed: int) -> NetworkFaults:
@@ -82,9 +113,8 @@ def running_cluster(model: str, scenario: Scenario, router_args: tuple[str, ...]
     """Start the scenario's nodes, servers and router; everything is stopped and torn down when the block ends."""
     faults = scenario.faults
     with make_nodes(scenario.nodes, scenario.transport, faults.bandwidth_mbit) as nodes, ExitStack() as stack:
-        servers: list[NodeServer] = []
-        stack.callback(lambda: _stop([s.proc for s in servers]))
-        servers += [_start_server(model, node, scenario.threads_per_node) for node in nodes.nodes]
+        servers, node_procs = _start_servers(model, nodes.nodes, scenario)
+        stack.callback(lambda: _stop(node_procs))
         for s in servers:
             wait_healthy(s.direct_url, s.proc, STARTUP_TIMEOUT_S)
             if faults.delays:
@@ -100,4 +130,4 @@ def running_cluster(model: str, scenario: Scenario, router_args: tuple[str, ...]
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc, STARTUP_TIMEOUT_S)
         wait_replicas(url, proc, STARTUP_TIMEOUT_S)
-        yield ClusterRun(scenario, url, proc, servers, nodes.transport, nodes.fallback)
+        yield ClusterRun(scenario, url, proc, servers, nodes.transport, nodes.fallback, node_procs)

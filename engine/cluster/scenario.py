@@ -39,16 +39,20 @@ class Scenario:
     threads_per_node: int = 1
     transport: str = "netns"
     faults: LinkFaults = field(default_factory=LinkFaults)
+    tensor_parallel_size: int = 1  # > 1: one replica split over that many nodes (engine.tensor_parallel)
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.threads_per_node < 1:
             raise ScenarioError(f"cluster {self.name}: nodes and threads_per_node must be >= 1")
+        if self.tensor_parallel_size > 1 and self.nodes != self.tensor_parallel_size:
+            raise ScenarioError(f"cluster {self.name}: a tensor-parallel replica takes one rank per node: set nodes "
+                                f"to tensor_parallel_size ({self.tensor_parallel_size})")  # fmt: skip
         if self.transport not in TRANSPORTS:
             raise ScenarioError(f"cluster {self.name}: transport {self.transport!r} is not one of {TRANSPORTS}")
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Scenario:
-        known = {"name", "nodes", "threads_per_node", "transport", "faults"}
+        known = {"name", "nodes", "threads_per_node", "transport", "faults", "tensor_parallel_size"}
         if unknown := set(doc) - known:
             raise ScenarioError(f"cluster {doc.get('name')}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
         try:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from engine import tensor_parallel
 from engine.outputs import StreamDelta
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60)
@@ -53,15 +54,21 @@ class ServerMetrics:
             "tollgate_model_load_seconds", "Time to load a model", ["model"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.resident = Gauge("tollgate_models_resident", "Models loaded in memory", registry=r)
+        self.steps = Gauge("tollgate_engine_steps", "Engine steps run (one forward each)", ["model"], registry=r)
+        self.collectives = Gauge(
+            "tollgate_collective_seconds", "Seconds spent in tensor-parallel collectives by this rank", registry=r
+        )
         self.requests = Counter("tollgate_requests", "Requests by outcome", ["model", "status"], registry=r)
 
     def render(self, engines: dict) -> bytes:
         """The exposition text, with the engines' gauges read now."""
         self.resident.set(len(engines))
+        self.collectives.set(tensor_parallel.COMM.seconds)
         for name, eng in engines.items():
             self.running.labels(name).set(eng.num_running)
             self.waiting.labels(name).set(eng.num_waiting)
             self.kv_usage.labels(name).set(eng.kv_usage)
+            self.steps.labels(name).set(eng.engine.stats.steps)
         return generate_latest(self.registry)
 
     async def observe(self, model: str, start: float, stream: AsyncIterator[StreamDelta]) -> AsyncIterator[StreamDelta]:

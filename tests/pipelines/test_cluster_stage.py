@@ -44,3 +44,9 @@ def test_without_single_there_is_throughput_but_no_speedup() -> None:
 def test_an_oversubscribed_run_says_so_next_to_its_numbers() -> None:
     m = cluster_metrics([row("single", 1, 70.0), row("dp4", 4, 120.0, oversubscribed=True)])
     assert m["nodes4"]["oversubscribed"] == 1 and m["nodes4"]["speedup"] == pytest.approx(120 / 70)
+
+
+def test_a_split_model_reports_itself_but_does_not_stand_for_scaling() -> None:
+    tp3 = {**row("tp3", 3, 300.0), "tensor_parallel_size": 3, "comm_ms_per_step": 200.0}
+    m = cluster_metrics([row("single", 1, 70.0), tp3])
+    assert "nodes3" not in m and m["tp3"]["comm_ms_per_step"] == 200.0 and m["max_nodes"] == 3

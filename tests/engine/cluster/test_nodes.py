@@ -50,6 +50,9 @@ def test_a_node_is_reachable_at_its_address_only_and_is_deleted_afterwards(tmp_p
         assert wait_get(f"http://{nodes.nodes[1].address}:8000/hello.txt").text == "hi"
         with pytest.raises(httpx.TransportError):  # the node's port is not the host's
             httpx.get("http://127.0.0.1:8000/hello.txt", timeout=2)
+        fetch = f"import urllib.request; print(urllib.request.urlopen('http://{nodes.nodes[1].address}:8000/hello.txt').read())"
+        other = subprocess.run(nodes.nodes[0].command([sys.executable, "-c", fetch]), capture_output=True, text=True)
+        assert other.stdout.strip() == "b'hi'", other.stderr  # node to node, over the bridge
     assert server.wait(timeout=10) is not None  # what ran in a deleted node is gone with it
     assert namespaces() == before
 

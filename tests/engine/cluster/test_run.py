@@ -40,6 +40,13 @@ def test_a_delaying_link_shows_in_the_rpc_latency_and_loses_no_request(tiny_llam
     assert len(row["node_peak_rss_mb"]) == 2 and all(mb > 50 for mb in row["node_peak_rss_mb"])
 
 
+def test_a_model_split_over_two_nodes_serves_every_request_and_reports_its_collectives(tiny_llama: Path) -> None:
+    row = measure(tiny_llama, Scenario("tp2", 2, tensor_parallel_size=2), concurrency=2, requests=4, prompt_len=8,
+                  max_tokens=4)  # fmt: skip
+    assert row["completed"] == row["requests"] == 4 and row["tensor_parallel_size"] == 2
+    assert row["comm_ms_per_step"] > 0 and len(row["node_peak_rss_mb"]) == 2
+
+
 def test_bench_reports_each_cluster_side_by_side(tiny_llama: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     argv = ["--model", str(tiny_llama), "--batch", "2", "--threads", "1", "--cluster", "single", "dp2"]

@@ -16,7 +16,8 @@ def test_every_scenario_file_loads(name: str) -> None:
 
 
 def test_the_issue_scenarios_exist() -> None:
-    assert {"single", "dp2", "dp4", "dp2-lossy"} <= set(available())
+    assert {"single", "dp2", "dp4", "dp2-lossy", "tp3"} <= set(available())
+    assert load("tp3").tensor_parallel_size == load("tp3").nodes == 3
     assert load("dp2-lossy").faults.delays and not load("dp2").faults.delays
 
 
@@ -38,6 +39,7 @@ def test_a_scenario_can_be_a_yaml_path(tmp_path: Path) -> None:
         ({"name": "x", "nodes": 2, "transport": "infiniband"}, "transport 'infiniband'"),
         ({"name": "x", "nodes": 2, "gpus": 1}, "unknown keys \\['gpus'\\]"),
         ({"name": "x", "nodes": 2, "faults": {"loss": 1}}, "faults: .*loss"),
+        ({"name": "x", "nodes": 2, "tensor_parallel_size": 3}, "one rank per node"),
     ],
 )
 def test_a_wrong_scenario_is_refused_with_the_reason(doc: dict, message: str) -> None:
