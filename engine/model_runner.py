@@ -203,8 +203,11 @@ class ModelRunner:
         """Forward the step; logits for the sequences that sample (`batch.sampling`, in that order)."""
         hidden, meta = self.forward_step(batch)
         self.last_hidden = hidden  # every computed row, for evaluations that score prompts (engine.long_context)
-        last = {id(seq): s.q_start + s.q_len - 1 for (seq, _), s in zip(batch.scheduled, meta.seqs, strict=True)}
         if not batch.sampling:
             return hidden.new_empty(0, self.model.config.vocab_size)
-        rows = torch.tensor([last[id(seq)] for seq in batch.sampling], device=self.device)
-        return self.model.compute_logits(hidden[rows])
+        return self.model.compute_logits(hidden[self.sampling_rows(batch, meta)])
+
+    def sampling_rows(self, batch: SchedulerOutput, meta: AttentionMetadata) -> torch.Tensor:
+        """The row of each sampling sequence's last computed token, in `batch.sampling` order."""
+        last = {id(seq): s.q_start + s.q_len - 1 for (seq, _), s in zip(batch.scheduled, meta.seqs, strict=True)}
+        return torch.tensor([last[id(seq)] for seq in batch.sampling], dtype=torch.long, device=self.device)

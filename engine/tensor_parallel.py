@@ -190,8 +190,7 @@ class TensorParallelRunner(ModelRunner):
 
     def run(self, batch: SchedulerOutput) -> torch.Tensor:
         input_ids, positions, meta = self.prepare(batch.scheduled)
-        last = {id(seq): s.q_start + s.q_len - 1 for (seq, _), s in zip(batch.scheduled, meta.seqs, strict=True)}
-        rows = torch.tensor([last[id(seq)] for seq in batch.sampling], dtype=torch.long)
+        rows = self.sampling_rows(batch, meta)
         return _step(self, _send(("step", input_ids, positions, meta.seqs, meta.slot_mapping, rows)))
 
     def forward_step(self, batch: SchedulerOutput) -> tuple[torch.Tensor, AttentionMetadata]:

@@ -30,6 +30,13 @@ def tracking_uri(store: str | Path) -> str:
     return str(store) if is_server(store) else f"sqlite:///{Path(store).resolve() / 'mlflow.db'}"
 
 
+def open_store(store: str | Path) -> str:
+    """`tracking_uri`, with a folder store's folder created first."""
+    if not is_server(store):
+        Path(store).mkdir(parents=True, exist_ok=True)
+    return tracking_uri(store)
+
+
 def artifact_location(store: str | Path) -> str | None:
     """Where a new experiment keeps its artifacts: the folder's artifacts/, or wherever the server keeps them."""
     return None if is_server(store) else (Path(store) / "artifacts").resolve().as_uri()

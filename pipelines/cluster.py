@@ -1,9 +1,9 @@
 """Stage `cluster`: the profile's cluster scenarios, served for real (`python -m pipelines cluster`).
 
 Each scenario of `profile.cluster.scenarios` (conf/cluster/NAME.yaml) starts as engine.cluster.run starts it: one
-engine server per node (a network namespace joined to the host by a veth pair; loopback processes where
-namespaces are refused, marked `transport: loopback`), all behind engine.router, and serves the same closed-loop
-load (engine.cluster.bench). Writes metrics/cluster.json (namespace `cluster`):
+engine server per node, or one split over the nodes (a node is a network namespace on a host bridge; loopback
+processes where namespaces are refused, marked `transport: loopback`), all behind engine.router, and serves the
+same closed-loop load (engine.cluster.bench). Writes metrics/cluster.json (namespace `cluster`):
 
 - `cluster.<scenario>`: each scenario's row: output tok/s, requests completed, node-to-node RPC latency, per-node
   peak RSS, transport, whether nodes x threads oversubscribe this machine's cores.

@@ -20,15 +20,13 @@ from engine.finetune.data import DataError
 from engine.finetune.jobs import JobStore, fine_tuned_name
 from engine.finetune.options import add_train_arguments, settings_from
 from engine.finetune.train import Trainer, write_result
-from gates.history import artifact_location, is_server, tracking_uri
+from gates.history import artifact_location, open_store
 from pipelines.prefect_parent import PARENT_ENV, run_in_parent
 
 
 def log_to_mlflow(store: str, experiment: str, name: str, params: dict[str, Any], result: dict[str, Any]) -> str:
     """One MLflow run for one adapter: parameters, the loss curves, the numbers and the adapter files."""
-    if not is_server(store):
-        Path(store).mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri(store))
+    mlflow.set_tracking_uri(open_store(store))
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=artifact_location(store))
     mlflow.set_experiment(experiment)

@@ -28,8 +28,7 @@ from prefect.tasks import exponential_backoff
 
 from gates.evidence import flatten, read_metrics_file
 from gates.github import summary_markdown
-from gates.history import GATE_RUN_TAG, artifact_location, is_server, latest_decision
-from gates.history import tracking_uri as store_uri
+from gates.history import GATE_RUN_TAG, artifact_location, latest_decision, open_store
 from gates.report import summary_lines
 from gates.run import GateInputs, default_evidence, run_gate
 from pipelines.common import REPORTS, stage_run_name
@@ -38,9 +37,7 @@ from pipelines.config import TollgateConf, load_params
 
 def tracking_uri(p: TollgateConf) -> str:
     """The pipeline's MLflow store (a tracking server, or a folder created on first use)."""
-    if not is_server(p.mlflow.store):
-        Path(p.mlflow.store).mkdir(parents=True, exist_ok=True)
-    return store_uri(p.mlflow.store)
+    return open_store(p.mlflow.store)
 
 
 @task

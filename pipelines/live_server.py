@@ -8,10 +8,10 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
 import openai
 
 from engine.router.replicas import free_port, wait_healthy, wait_replicas
+from engine.server.metrics import sample_value, scrape
 from pipelines.config import TollgateConf
 
 STARTUP_TIMEOUT_S = 300
@@ -19,10 +19,10 @@ STARTUP_TIMEOUT_S = 300
 
 def kv_usage(url: str) -> float:
     """A server's KV-cache usage as its /metrics reports it (one model)."""
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith("tollgate_kv_cache_usage_ratio{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise ValueError(f"{url}/metrics has no tollgate_kv_cache_usage_ratio")
+    usage = sample_value(scrape(url), "tollgate_kv_cache_usage_ratio")
+    if usage is None:
+        raise ValueError(f"{url}/metrics has no tollgate_kv_cache_usage_ratio")
+    return usage
 
 
 def greedy_texts(url: str, model: str, prompts: list[str], max_tokens: int = 8) -> list[str]:

@@ -26,6 +26,7 @@ from engine.cluster.run import ClusterRun, running_cluster
 from engine.cluster.scenario import Scenario, ScenarioError, load
 from engine.loadgen import make_prompts, run_load, summarize
 from engine.report_json import emit_json
+from engine.server.metrics import sample_value, scrape
 from engine.stats import cpu_name, percentiles, proc_status_mb
 
 PROBE_INTERVAL_S = 0.1
@@ -81,13 +82,9 @@ def node_peak_rss_mb(proc: subprocess.Popen) -> float:
 
 def comm_reading(url: str, model: str) -> tuple[float, float]:
     """(seconds in collectives, engine steps) from a server's /metrics."""
-    keys = ("tollgate_collective_seconds ", f'tollgate_engine_steps{{model="{model}"}} ')
-    values = dict.fromkeys(keys, 0.0)
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        for key in keys:
-            if line.startswith(key):
-                values[key] = float(line.rsplit(" ", 1)[1])
-    return values[keys[0]], values[keys[1]]
+    samples = scrape(url)
+    steps = sample_value(samples, "tollgate_engine_steps", model=model)
+    return sample_value(samples, "tollgate_collective_seconds") or 0.0, steps or 0.0
 
 
 def measure(

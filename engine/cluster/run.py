@@ -1,4 +1,5 @@
-"""A scenario running for real: one `engine.server` per node, each behind its link, all behind `engine.router`.
+"""A scenario running for real: an `engine.server` per node (or one split over every node by torchrun ranks),
+each behind its link, all behind `engine.router`.
 
     with running_cluster("models/smollm2-135m-instruct", load("dp2")) as cluster:
         cluster.url   # the router: an OpenAI endpoint balancing over the nodes
@@ -89,11 +90,11 @@ def _start_servers(
                               _popen(n.command([sys.executable, *_server_argv(model, n, p, threads)])))
                    for n, p in zip(nodes, ports, strict=True)]  # fmt: skip
         return servers, [s.proc for s in servers]
+    port = _port(nodes[0])  # the server's; torchrun's rendezvous takes the next one
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(tp), "--nproc-per-node", "1"]
-    torchrun += ["--master-addr", nodes[0].address, "--master-port", str(_port(nodes[0]) + 1)]
+    torchrun += ["--master-addr", nodes[0].address, "--master-port", str(port + 1)]
     worker = ["-m", "engine.tensor_parallel", "--model", model, "--threads", str(threads)]
     procs = [_rank(n, [*torchrun, "--node-rank", str(r), *worker]) for r, n in enumerate(nodes[1:], 1)]
-    port = _port(nodes[0])
     rank0 = [*torchrun, "--node-rank", "0", *_server_argv(model, nodes[0], port, threads)]
     url = f"http://{nodes[0].address}:{port}"
     server = NodeServer(nodes[0], url, url, _rank(nodes[0], [*rank0, "--tensor-parallel-size", str(tp)]))

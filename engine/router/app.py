@@ -115,13 +115,11 @@ def build_router(
                 resp, first, chunks = await _first_chunk(
                     client, replica, f"/v1/{endpoint}", body, request.headers.get("authorization")
                 )
-            except (httpx.TransportError, OSError):
+            except (httpx.HTTPError, OSError) as exc:
                 replica.outstanding -= 1
-                replica.healthy = False  # unreachable: out of rotation until a health probe answers again
+                if isinstance(exc, httpx.TransportError | OSError):  # unreachable, not a 5xx answer:
+                    replica.healthy = False  # out of rotation until a health probe answers again
                 continue  # nothing reached the client yet: try another replica
-            except httpx.HTTPError:
-                replica.outstanding -= 1
-                continue
             return StreamingResponse(
                 _relay(replica, resp, first, chunks),
                 status_code=resp.status_code,

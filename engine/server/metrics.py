@@ -5,10 +5,25 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from engine import tensor_parallel
 from engine.outputs import StreamDelta
+
+
+def scrape(url: str) -> list[Sample]:
+    """Every sample a server's /metrics exposes, parsed by prometheus_client (for clients: stages, benchmarks)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+def sample_value(samples: list[Sample], name: str, **labels: str) -> float | None:
+    """The value of the first sample named `name` whose labels include `labels`; None if there is none."""
+    return next((s.value for s in samples if s.name == name and labels.items() <= s.labels.items()), None)
+
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60)
 
