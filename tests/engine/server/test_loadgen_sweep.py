@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.loadgen_sweep import interval, main, saturation
+from engine.loadgen_sweep import KEEP_UP, interval, keep_up, main, saturation
 
 MODEL = "smollm2-135m-instruct"
 
@@ -35,14 +35,23 @@ def test_a_sweep_finds_the_knee_and_writes_json_html_and_a_baseline_diff(live, t
 
 
 def test_a_rate_the_server_cannot_keep_up_with_is_over_saturated() -> None:
-    behind = [{"achieved_rps": 4.0, "sent_rps": 5.0, "ttft_rise": 1.0, "in_flight_rise": 1.0, "in_flight_added": 0}] * 3
+    behind = [{"keep_up": 0.8, "ttft_rise": 1.0, "in_flight_rise": 1.0, "in_flight_added": 0}] * 3
     assert saturation(behind) == ["completion rate below 0.98 of the send rate"]
-    queueing = [{"achieved_rps": 5.0, "sent_rps": 5.0, "ttft_rise": 2.0, "in_flight_rise": 1.5, "in_flight_added": 2}]
+    queueing = [{"keep_up": 1.0, "ttft_rise": 2.0, "in_flight_rise": 1.5, "in_flight_added": 2}]
     assert saturation(queueing * 3) == ["TTFT and requests in flight both rising"]
     jitter = [{**queueing[0], "in_flight_added": 0.5}]  # 1 -> 1.5 in flight: noise, not a queue
     assert saturation(jitter) == []
-    slow_timer = [{"achieved_rps": 4.8, "sent_rps": 4.8, "ttft_rise": 2.0, "in_flight_rise": 1.0, "in_flight_added": 0}]
-    assert saturation(slow_timer) == []  # sent late by the event loop, not held up by the server
+
+
+def test_keeping_up_is_fitted_over_every_request_not_read_off_the_last_one() -> None:
+    sent = [i / 3 for i in range(14)]
+    steady = [t + 0.3 for t in sent]
+    assert keep_up(sent, steady) == pytest.approx(1.0)
+    slow_last = [*steady[:-1], steady[-1] + 0.1]  # endpoints alone: 13 / (13/3 + 0.1) * 3/13 = 0.977, "saturated"
+    assert keep_up(sent, slow_last) > KEEP_UP
+    queue = [t + 0.3 + 0.1 * i for i, t in enumerate(sent)]  # each request waits 0.1 s longer than the one before
+    assert keep_up(sent, queue) == pytest.approx(1 / 1.3)
+    assert keep_up(sent[:2], steady[:2]) == 1.0
 
 
 def test_the_interval_is_a_t_interval_over_repetitions() -> None:
