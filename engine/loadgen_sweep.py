@@ -62,13 +62,18 @@ def keep_up(sent: list[float], done: list[float]) -> float:
     return 1 / slope if slope > 0 else 0.0
 
 
+def _in_flight(ok: list[RequestResult]) -> list[int]:
+    """How many requests were in flight when each one was sent (itself included)."""
+    return [sum(o.sent_at <= r.sent_at < o.sent_at + o.e2e_s for o in ok) for r in ok]  # type: ignore[operator]
+
+
 def run_stats(results: list[RequestResult], args: argparse.Namespace) -> dict[str, Any]:
     """One run: completion rate against the rate the requests were really sent at (the arrival draw and the
     event loop's timer slack are the same on both sides), goodput share, and whether the queue grew."""
     ok = sorted((r for r in results if r.status == 200 and r.e2e_s is not None), key=lambda r: r.sent_at)
     done = [r.sent_at + r.e2e_s for r in ok]  # type: ignore[operator]
     achieved = _rate(done)
-    in_flight = [sum(o.sent_at <= r.sent_at < o.sent_at + o.e2e_s for o in ok) for r in ok]  # type: ignore[operator]
+    in_flight = _in_flight(ok)
     ttft_first, ttft_last = _thirds([r.ttft_s or 0.0 for r in ok])
     queue_first, queue_last = _thirds([float(c) for c in in_flight])
     return {

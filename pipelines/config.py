@@ -341,6 +341,22 @@ class MlflowConf:
 
 
 @dataclass
+class ExecutorConf:
+    """Where `python -m pipelines release_gate` runs the stages (`dvc repro` runs them itself, one by one)."""
+
+    dask_address: str | None = None  # a running Dask scheduler, tcp://HOST:8786
+    local_workers: int = 0  # without an address: 0 runs the stages in order in this process, N on a LocalCluster
+
+    def __post_init__(self) -> None:
+        if self.local_workers < 0:
+            raise ValueError(f"executor.local_workers must be >= 0, not {self.local_workers}")
+
+    @property
+    def on_dask(self) -> bool:
+        return bool(self.dask_address) or self.local_workers > 0
+
+
+@dataclass
 class TollgateConf:
     """The whole composed configuration (params.yaml)."""
 
@@ -354,6 +370,7 @@ class TollgateConf:
     calibrate: CalibrateConf = field(default_factory=CalibrateConf)
     finetune: FinetuneConf = field(default_factory=FinetuneConf)
     mlflow: MlflowConf = field(default_factory=lambda: MlflowConf("mlruns", "tollgate-release-gate"))
+    executor: ExecutorConf = field(default_factory=ExecutorConf)
 
 
 def validate(cfg: Any) -> TollgateConf:

@@ -115,8 +115,12 @@ PIPELINE = Flow(fn=_pipeline, name=PIPELINE_FLOW)
 
 
 def run_stage_flow(flow: Callable[[str], Any], params_path: str, labels: list[str]) -> Any:
-    """A stage's flow on its own, or as part of the pipeline run its key names."""
-    key = pipeline_key()
-    if key is None or not isinstance(flow, Flow):
+    """A stage's flow on its own, as a subflow of the flow run PARENT_ENV names (a task of the pipeline on Dask
+    started it; taken out of the environment, so the stage's own children do not inherit it), or as part of the
+    pipeline run its key names."""
+    parent, key = os.environ.pop(PARENT_ENV, None), pipeline_key()
+    if not isinstance(flow, Flow) or (parent is None and key is None):
         return flow(params_path)
+    if parent is not None:
+        return run_in_parent(flow, {"params_path": params_path}, parent, label_tags(labels))
     return run_as_subflow(flow, params_path, PIPELINE, key, labels)
