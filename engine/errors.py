@@ -1,4 +1,4 @@
-"""Errors that name what is wrong as data: the checkpoint file, or the request parameter."""
+"""Errors that name what is wrong as data: the checkpoint file, the request parameter, or a dead engine."""
 
 from __future__ import annotations
 
@@ -21,3 +21,7 @@ class ParameterError(ValueError):
         self.param = param
         self.code = code
         super().__init__(message)
+
+
+class EngineDeadError(RuntimeError):
+    """The engine cannot step any more (a tensor-parallel rank is gone): its requests fail, the process must restart."""

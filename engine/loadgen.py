@@ -45,6 +45,7 @@ class RequestResult:
     itl_s: list[float] = field(default_factory=list)
     stale_retries: int = 0
     sent_at: float = 0.0  # perf_counter() when it was sent
+    error: str | None = None  # the error event a stream ended with (the server or router broke off mid-stream)
 
     @property
     def tpot_s(self) -> float | None:
@@ -84,7 +85,7 @@ async def one_request(
     except httpx.HTTPError:
         result.status = result.status or -1
         return result
-    if result.status == 200:
+    if result.status == 200 and result.error is None:  # a stream that ended with an error event did not complete
         result.e2e_s = time.perf_counter() - start
     return result
 
@@ -108,6 +109,9 @@ async def _stream(
                 continue
             chunk = json.loads(line[6:])
             now = time.perf_counter()
+            if error := chunk.get("error"):
+                result.error = str(error.get("message", error) if isinstance(error, dict) else error)
+                continue
             if chunk.get("usage"):
                 result.output_tokens = chunk["usage"]["completion_tokens"]
             if not chunk.get("choices"):
@@ -174,7 +178,7 @@ def meets_slo(r: RequestResult, args: argparse.Namespace) -> bool:
 def summarize(results: list[RequestResult], wall_s: float, args: argparse.Namespace) -> dict[str, Any]:
     """Throughput, goodput, error counts by status and latency percentiles (ms) of the completed requests."""
     ok = [r for r in results if r.status == 200 and r.e2e_s is not None]
-    errors = Counter(str(r.status) for r in results if r not in ok)
+    errors = Counter("stream_error" if r.error else str(r.status) for r in results if r not in ok)
     return {
         "requests": len(results),
         "completed": len(ok),

@@ -199,6 +199,9 @@ class ModelRunner:
                 self.loras.use(None)
 
     @torch.inference_mode()
+    def keepalive(self) -> None:
+        """Called when the engine idles; a runner whose peers time out when idle (tensor parallel) pings them."""
+
     def run(self, batch: SchedulerOutput) -> torch.Tensor:
         """Forward the step; logits for the sequences that sample (`batch.sampling`, in that order)."""
         hidden, meta = self.forward_step(batch)

@@ -30,8 +30,10 @@ import sys
 import tempfile
 import time
 import weakref
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +45,18 @@ from torch import nn
 
 from engine.attention import AttentionMetadata
 from engine.config import ModelConfig
-from engine.errors import ParameterError
+from engine.errors import EngineDeadError, ParameterError
 from engine.loader import load_model, load_tokenizer
 from engine.model_runner import ModelRunner, fit_cache
 from engine.models import DecoderForCausalLM, use_cpu_kernels
 from engine.scheduler import SchedulerOutput
 
 STOP = "stop"
+PING = "ping"  # rank 0 idles: the other ranks' wait for the next step starts again
+# A rank waits this long for the others in a collective before its group fails. Rank 0 pings an idle group
+# (engine.server every KEEPALIVE_S), so only a rank that stopped answering reaches it; torch's default is 30 min.
+COLLECTIVE_TIMEOUT_S = 300
+_rendezvous: tempfile.TemporaryDirectory | None = None  # the local group's FileStore folder (one group per process)
 log = logging.getLogger(__name__)
 
 
@@ -173,11 +180,16 @@ def _send(message: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _shutdown() -> None:
-    """Stop the other ranks and leave the group, so the next tensor-parallel engine in this process makes its own."""
+    """Stop the other ranks and leave the group, so the next tensor-parallel engine in this process makes its own;
+    the local rendezvous folder goes with it."""
+    global _rendezvous
     if dist.is_initialized():
         with suppress(RuntimeError):  # the other ranks are gone already (killed with this process's children)
             _send((STOP,))
         dist.destroy_process_group()
+    if _rendezvous is not None:
+        _rendezvous.cleanup()
+        _rendezvous = None
 
 
 class TensorParallelRunner(ModelRunner):
@@ -191,19 +203,38 @@ class TensorParallelRunner(ModelRunner):
     def run(self, batch: SchedulerOutput) -> torch.Tensor:
         input_ids, positions, meta = self.prepare(batch.scheduled)
         rows = self.sampling_rows(batch, meta)
-        return _step(self, _send(("step", input_ids, positions, meta.seqs, meta.slot_mapping, rows)))
+        with _rank_loss_is_fatal():
+            return _step(self, _send(("step", input_ids, positions, meta.seqs, meta.slot_mapping, rows)))
+
+    def keepalive(self) -> None:
+        with _rank_loss_is_fatal():
+            _send((PING,))
 
     def forward_step(self, batch: SchedulerOutput) -> tuple[torch.Tensor, AttentionMetadata]:
         raise ParameterError("model", "scoring and hidden states are not served under tensor parallelism")
+
+
+@contextmanager
+def _rank_loss_is_fatal() -> Iterator[None]:
+    """A collective that fails on rank 0 means a rank died or stopped answering: the group cannot recover."""
+    try:
+        yield
+    except RuntimeError as exc:
+        raise EngineDeadError(f"a tensor-parallel rank went away ({str(exc).splitlines()[0][:200]})") from exc
 
 
 def worker_loop(runner: ModelRunner) -> None:
     """Ranks 1..N-1: forward every step rank 0 sends, until it sends `stop` or goes away."""
     try:
         while (message := _send((None,)))[0] != STOP:
-            _step(runner, message)
+            if message[0] != PING:
+                _step(runner, message)
     except RuntimeError as exc:  # gloo: the connection to rank 0 closed (it exited or was killed)
-        log.warning("rank %d: rank 0 went away (%s); stopping", dist.get_rank(), str(exc).splitlines()[0][:200])
+        log.warning(
+            "rank %d: the group failed: rank 0 went away or went quiet (%s); stopping",
+            dist.get_rank(),
+            str(exc).splitlines()[0][:200],
+        )
 
 
 def init_group(world: int, rank: int = 0, rendezvous: str | None = None) -> None:
@@ -213,10 +244,12 @@ def init_group(world: int, rank: int = 0, rendezvous: str | None = None) -> None
     if dist.is_initialized():
         raise TensorParallelError("another tensor-parallel engine in this process still runs: close it first")
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    timeout = timedelta(seconds=COLLECTIVE_TIMEOUT_S)
     if rendezvous is None:
-        dist.init_process_group(backend)  # torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
+        dist.init_process_group(backend, timeout=timeout)  # torchrun's RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
     else:
-        dist.init_process_group(backend, init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+        dist.init_process_group(backend, init_method=f"file://{rendezvous}", rank=rank, world_size=world,
+                                timeout=timeout)  # fmt: skip
     if dist.get_world_size() != world:
         raise TensorParallelError(f"tensor_parallel_size {world}, but the process group has {dist.get_world_size()}")
 
@@ -239,9 +272,11 @@ def start(path: str | Path, config: Any) -> tuple[DecoderForCausalLM, Any]:
     world = config.tensor_parallel_size
     model = load_model(path, config.dtype, config.device, cpu_kernels=False)
     check_shardable(model.config, world)
+    global _rendezvous
     rendezvous = None
     if "RANK" not in os.environ:
-        rendezvous = str(Path(tempfile.mkdtemp(prefix="tollgate-tp-")) / "rendezvous")
+        _rendezvous = tempfile.TemporaryDirectory(prefix="tollgate-tp-")
+        rendezvous = str(Path(_rendezvous.name) / "rendezvous")
         ctx = mp.get_context("spawn")
         for rank in range(1, world):
             args = (str(path), world, rank, rendezvous, torch.get_num_threads())

@@ -12,6 +12,8 @@ same closed-loop load (engine.cluster.bench). Writes metrics/cluster.json (names
 - `cluster.rpc_ms`: the RPC latency of the largest such scenario (GET /health over the router's path, under load);
   `cluster.sync_overhead_mb`: its mean per-node peak RSS minus `single`'s.
 - `cluster.max_nodes`: the most nodes of a scenario that completed every request.
+- `cluster.node_loss`: `profile.cluster.node_loss`'s last node killed under the same load and started again
+  (engine.cluster.node_loss): detection, recovery (the < 2 s failover criterion), broken streams, re-admission.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 from engine.cluster.bench import measure
+from engine.cluster.node_loss import node_loss
 from engine.cluster.scenario import load
 from pipelines.common import now_utc, stage_run_name, write_metrics
 from pipelines.config import TollgateConf, load_params
@@ -37,6 +40,18 @@ def run_scenario(p: TollgateConf, name: str) -> dict[str, Any]:
         row["transport"], row["output_tok_s"], row["completed"], row["requests"], row["rpc_ms"].get("p95", -1),
     )  # fmt: skip
     return row
+
+
+@task
+def kill_a_node(p: TollgateConf, name: str) -> dict[str, Any]:
+    """The scenario's last node killed under the profile's load, then started again."""
+    c = p.profile.cluster
+    trial = node_loss(p.model.path, load(name), c.concurrency, c.requests, c.prompt_len, c.max_tokens)
+    get_run_logger().info(
+        "%s node loss: detected in %.2f s, recovered in %.2f s, %d of %d streams broken, readmitted in %.1f s",
+        name, trial["detected_s"], trial["recovery_s"], trial["broken"], trial["in_flight"], trial["readmit_s"],
+    )  # fmt: skip
+    return trial
 
 
 def _scaling_rows(rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -76,5 +91,7 @@ def cluster_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     p = load_params(Path(params_path))
     rows = [run_scenario(p, name) for name in p.profile.cluster.scenarios]
     metrics = {"cluster": cluster_metrics(rows)}
+    if p.profile.cluster.node_loss:
+        metrics["cluster"]["node_loss"] = kill_a_node(p, p.profile.cluster.node_loss)
     write_metrics("cluster", metrics, params_path, started)
     return metrics

@@ -283,6 +283,7 @@ class ClusterSettings:
     requests: int
     prompt_len: int
     max_tokens: int
+    node_loss: str | None = None  # a data-parallel scenario whose last node is killed under the same load
 
 
 @dataclass

@@ -3,5 +3,6 @@ split over nodes (engine.tensor_parallel).
 
 `scenario` reads conf/cluster; `nodes` makes each node a network namespace on a host bridge; `run` starts a
 server per node (or a torchrun rank per node) and the router over them; `bench` measures a scenario end to end;
-`fault_proxy` is the user-space link that delays and resets requests (this kernel has no `sch_netem`).
+`node_loss` kills a node under load and measures the failover; `fault_proxy` is the user-space link that delays
+and resets requests (this kernel has no `sch_netem`).
 """

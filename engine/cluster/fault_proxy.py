@@ -99,9 +99,12 @@ class FaultProxy:
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Replies back to the client; when the replica closes (or dies), so does the client's side, as TCP would
+        carry the FIN: else the client's next request on that keep-alive connection waits for its timeout."""
         try:
             while chunk := await reader.read(65536):
                 writer.write(chunk)
                 await writer.drain()
         except OSError:
             pass
+        writer.close()

@@ -40,6 +40,7 @@ class NodeServer:
 class ClusterRun:
     """What a running scenario exposes: the router's URL and process, the node servers, the transport used."""
 
+    model: str
     scenario: Scenario
     url: str
     router: subprocess.Popen
@@ -78,6 +79,11 @@ def _server_argv(model: str, node: Node, port: int, threads: int) -> list[str]:
     return [*server, "--host", node.address, "--port", str(port), "--log-level", "warning"]
 
 
+def start_server(model: str, node: Node, port: int, threads: int) -> subprocess.Popen:
+    """An engine server on `node` at `port`."""
+    return _popen(node.command([sys.executable, *_server_argv(model, node, port, threads)]))
+
+
 def _start_servers(
     model: str, nodes: list[Node], scenario: Scenario
 ) -> tuple[list[NodeServer], list[subprocess.Popen]]:
@@ -86,9 +92,10 @@ def _start_servers(
     threads, tp = scenario.threads_per_node, scenario.tensor_parallel_size
     if tp == 1:
         ports = [_port(node) for node in nodes]
-        servers = [NodeServer(n, f"http://{n.address}:{p}", f"http://{n.address}:{p}",
-                              _popen(n.command([sys.executable, *_server_argv(model, n, p, threads)])))
-                   for n, p in zip(nodes, ports, strict=True)]  # fmt: skip
+        servers = []
+        for node, port in zip(nodes, ports, strict=True):
+            url = f"http://{node.address}:{port}"
+            servers.append(NodeServer(node, url, url, start_server(model, node, port, threads)))
         return servers, [s.proc for s in servers]
     port = _port(nodes[0])  # the server's; torchrun's rendezvous takes the next one
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(tp), "--nproc-per-node", "1"]
@@ -131,4 +138,4 @@ def running_cluster(model: str, scenario: Scenario, router_args: tuple[str, ...]
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc, STARTUP_TIMEOUT_S)
         wait_replicas(url, proc, STARTUP_TIMEOUT_S)
-        yield ClusterRun(scenario, url, proc, servers, nodes.transport, nodes.fallback, node_procs)
+        yield ClusterRun(model, scenario, url, proc, servers, nodes.transport, nodes.fallback, node_procs)

@@ -137,6 +137,8 @@ def build_app(config: ServerConfig) -> FastAPI:
             return error_response(503, f"model failed to load: {server.load_error}", code="load_failed")
         if not server.ready:
             return error_response(503, "models are still loading", code="loading", headers={"Retry-After": "1"})
+        if dead := [f"{name}: {eng.dead}" for name, eng in server.engines.items() if eng.dead]:
+            return error_response(503, f"engine dead ({'; '.join(dead)}): restart the server", code="engine_dead")
         return JSONResponse({"status": "ok", "models": server.pool.names, "resident": list(server.pool.resident)})
 
     @app.get("/metrics")

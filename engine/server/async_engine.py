@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 from engine.engine import LLMEngine
-from engine.errors import ParameterError
+from engine.errors import EngineDeadError, ParameterError
 from engine.outputs import StreamDelta
 from engine.sampling import SamplingParams, TokenLogprob
 from engine.sequence import check_prompt_ids
 
+KEEPALIVE_S = 30.0  # an idle engine's ping to its peers (tensor parallel), well inside their collective timeout
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +43,7 @@ class AsyncEngine:
         self._loop_task: asyncio.Task[None] | None = None
         self._ids = itertools.count()
         self._inflight = 0  # sequences submitted and not yet finished, counted on the event loop (no race)
+        self.dead: str | None = None  # why the engine cannot step any more (/health answers 503 with it)
 
     async def _call(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -69,18 +71,34 @@ class AsyncEngine:
     def num_running(self) -> int:
         return len(self.engine.scheduler.running)
 
+    async def _idle(self) -> None:
+        """Wait for a request; every KEEPALIVE_S without one, let the runner ping its peers."""
+        self._wakeup.clear()
+        while not self._wakeup.is_set():
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), KEEPALIVE_S)
+            except TimeoutError:
+                await self._call(self.engine.runner.keepalive)
+
+    async def _fail_all(self, exc: BaseException) -> None:
+        for request_id, queue in list(self._queues.items()):
+            queue.put_nowait(exc)
+            await self._call(self.engine.abort_request, request_id)
+
     async def _run(self) -> None:
         while True:
-            if not self._queues:
-                self._wakeup.clear()
-                await self._wakeup.wait()
             try:
+                if not self._queues:
+                    await self._idle()
                 deltas = await self._call(self.engine.step)
+            except EngineDeadError as exc:  # nothing more can be served: fail everything, say so on /health
+                log.critical("engine %s is dead: %s", self.name, exc)
+                self.dead = str(exc)
+                await self._fail_all(exc)
+                return
             except Exception as exc:  # never let one bad step kill the server: fail the requests in flight
                 log.exception("engine step failed")
-                for request_id, queue in list(self._queues.items()):
-                    queue.put_nowait(exc)
-                    await self._call(self.engine.abort_request, request_id)
+                await self._fail_all(exc)
                 continue
             for delta in deltas:
                 queue = self._queues.get(delta.request_id)
@@ -96,6 +114,8 @@ class AsyncEngine:
 
         Leaving the stream early (client gone, task cancelled) aborts the request and frees its KV blocks.
         """
+        if self.dead:
+            raise EngineDeadError(self.dead)
         capacity = self.engine.config.max_num_seqs + self.max_waiting
         if params.n > capacity:  # it would wait forever: not "retry later" but a bad request
             message = f"n={params.n} can never be served: this server holds at most {capacity} sequences"
@@ -123,6 +143,8 @@ class AsyncEngine:
         try:
             while remaining:
                 item = await queue.get()
+                if isinstance(item, EngineDeadError):
+                    raise item
                 if isinstance(item, BaseException):
                     raise RuntimeError(f"engine failure: {item}") from item
                 if item.finish_reason is not None:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from engine.errors import ParameterError
+from engine.errors import EngineDeadError, ParameterError
 from engine.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,10 @@ def install_error_handlers(app: FastAPI) -> None:
         loc = [str(p) for p in first.get("loc", []) if p != "body"]
         message = f"{'.'.join(loc) or 'body'}: {first.get('msg', 'invalid request body')}"
         return error_response(400, message, ".".join(loc) or None, "invalid_request")
+
+    @app.exception_handler(EngineDeadError)
+    async def engine_dead(_: Request, exc: EngineDeadError) -> JSONResponse:
+        return error_response(503, f"engine dead: {exc}; the server must be restarted", None, "engine_dead")
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -3,6 +3,7 @@ ranks and SmolLM2 at 3; sizes that do not divide the heads are refused before an
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import subprocess
@@ -13,7 +14,7 @@ import openai
 import pytest
 import torch
 
-from engine import LLM, SamplingParams
+from engine import LLM, SamplingParams, tensor_parallel
 from engine.errors import ParameterError
 from engine.loader import load_model
 from engine.router.replicas import free_port
@@ -34,8 +35,12 @@ def test_two_ranks_generate_what_one_process_does(arch: str, tmp_path: Path) -> 
     path = make_tiny_checkpoint(tmp_path, arch)
     one = greedy(LLM(path))
     # a pool of 12 blocks of 4 for 4 sequences of ~24 tokens: the scheduler preempts, and every rank recomputes
-    two = greedy(LLM(path, tensor_parallel_size=2, block_size=4, num_blocks=12, max_num_batched_tokens=16))
-    assert two == one
+    llm = LLM(path, tensor_parallel_size=2, block_size=4, num_blocks=12, max_num_batched_tokens=16)
+    rendezvous = Path(tensor_parallel._rendezvous.name)
+    two = greedy(llm)
+    del llm
+    gc.collect()  # the engine's ranks stop and its rendezvous folder goes
+    assert two == one and not rendezvous.exists() and tensor_parallel._rendezvous is None
 
 
 @pytest.mark.integration
@@ -107,3 +112,24 @@ def test_the_worker_entry_point_refuses_to_run_outside_torchrun(tiny_llama: Path
     cmd = [sys.executable, "-m", "engine.tensor_parallel", "--model", str(tiny_llama)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and "run this under torchrun" in proc.stderr
+
+
+def test_a_lost_rank_kills_the_engine_loudly_and_health_says_so(tiny_llama: Path) -> None:
+    import httpx
+    import psutil
+
+    cmd = [sys.executable, "-m", "engine.server", "--model", str(tiny_llama), "--tensor-parallel-size", "2"]
+    with running_command([*cmd, "--log-level", "warning"]) as (url, proc):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=60)
+        ask = lambda: client.completions.create(model=tiny_llama.name, prompt="hi", max_tokens=4)  # noqa: E731
+        assert ask().choices
+        (worker,) = [p for p in psutil.Process(proc.pid).children(recursive=True) if "spawn" in " ".join(p.cmdline())]
+        worker.kill()  # its sockets close at once; the server reaps it later
+        with pytest.raises(openai.APIStatusError) as failed:  # the step's all-reduce fails at once, no 30-min wait
+            ask()
+        assert failed.value.status_code == 503 and "tensor-parallel rank went away" in str(failed.value)
+        with pytest.raises(openai.APIStatusError, match="engine dead") as refused:
+            ask()
+        health = httpx.get(f"{url}/health", timeout=10)
+    assert refused.value.status_code == 503
+    assert health.status_code == 503 and health.json()["error"]["code"] == "engine_dead"

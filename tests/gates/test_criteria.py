@@ -111,6 +111,7 @@ def test_each_error_type_of_part_4_2_has_a_check(spec) -> None:
         "invalid_input",
         "out_of_memory",
         "node_failure",
+        "node_failure_cluster",  # a node of a cluster scenario killed under load, beside the router's replicas
         "quantization",
         "quantization_kl",  # the fallen-back model's distance from fp32, beside the fallback itself
         "model_load",

@@ -104,7 +104,7 @@ def repro(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dvc_repro_writes_a_decision_with_every_criterion(repro: Path) -> None:
     doc = json.loads((repro / "reports" / "decision.json").read_text())
     assert doc["scenario"] in {"A", "B", "C", "INVALID"}
-    assert len(doc["checks"]) == 122 and doc["context"]["model"] == "tiny-random"
+    assert len(doc["checks"]) == 124 and doc["context"]["model"] == "tiny-random"
     statuses = {c["id"]: c["status"] for c in doc["checks"]}
     assert statuses["quality.static_analysis"] in {"PASS", "FAIL"}  # measured by the codecheck stage
     assert statuses["compat.openai_parameters"] == "PASS"  # probed on the live server by the serve stage

@@ -75,3 +75,26 @@ def test_a_stale_keep_alive_connection_is_retried_once_and_counted() -> None:
     out = asyncio.run(run())
     assert out["completed"] == 4 and out["errors"] == {}
     assert out["stale_connection_retries"] == 3 and server.connections == 4
+
+
+def test_a_stream_that_ends_with_an_error_event_is_an_error_not_a_completion() -> None:
+    import argparse
+
+    import httpx
+
+    from engine.loadgen import one_request
+
+    events = [{"choices": [{"text": "a"}]}, {"error": {"message": "replica went away", "type": "server_error"}}]
+    body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, text=body))
+    args = argparse.Namespace(url="http://router", model=MODEL, max_tokens=8, timeout=5, slo_ttft_ms=None,
+                              slo_tpot_ms=None)  # fmt: skip
+
+    async def once():
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await one_request(client, args, [1, 2, 3])
+
+    result = asyncio.run(once())
+    assert result.status == 200 and result.error == "replica went away" and result.e2e_s is None
+    summary = summarize([result], 1.0, args)
+    assert summary["completed"] == 0 and summary["errors"] == {"stream_error": 1}

@@ -7,31 +7,50 @@ from pathlib import Path
 
 import pytest
 
-from engine.loadgen_sweep import KEEP_UP, interval, keep_up, main, saturation
+from engine.loadgen_sweep import KEEP_UP, interval, keep_up, knee, main, saturation
 
 MODEL = "smollm2-135m-instruct"
 
 
 @pytest.mark.integration
-def test_a_sweep_finds_the_knee_and_writes_json_html_and_a_baseline_diff(live, tmp_path: Path, capsys) -> None:
+def test_a_sweep_ends_by_itself_and_writes_json_html_and_a_baseline_diff(live, tmp_path: Path, capsys) -> None:
     out = tmp_path / "sweep.json"
     args = ["--url", live.url, "--model", MODEL, "--slo-ttft-ms", "5000", "--slo-tpot-ms", "1000", "--rates", "2"]
-    # 4 s per run, as the serve stage: with 1.5 s a run held ~4 requests, and one slow completion among them
-    # read as over-saturation (the first rate judged saturated, nothing sustainable)
     args += ["--repetitions", "2", "--duration-s", "4", "--max-concurrency", "4", "--prompt-len", "16"]
-    assert main([*args, "--max-tokens", "4", "--out", str(out)]) == 0
+    # The first rate is the synchronous one, the edge of what one stream at a time keeps up with: on a machine
+    # busy with other tests it can read as saturated (CI saw it twice). Either way the sweep must end by itself,
+    # say why, and write everything; which knee it finds is the machine's (knee() is tested on fixed rates below).
+    code = main([*args, "--max-tokens", "4", "--out", str(out)])
     doc = json.loads(out.read_text())
-    assert doc["max_sustainable_rps"] > 0 and doc["n"] > 0
-    low, high = doc["achieved_rps_interval"]
-    assert low <= high and doc["rates"][0]["target_rps"] == pytest.approx(doc["synchronous"]["achieved_rps"])
+    assert doc["rates"][0]["target_rps"] == pytest.approx(doc["synchronous"]["achieved_rps"])
     assert all(len(r["repetitions"]) == 2 for r in doc["rates"])
-    assert "maximum sustainable rate:" in capsys.readouterr().out.splitlines()[-1]
+    last = capsys.readouterr().out.splitlines()[-1]
+    if code == 0:
+        low, high = doc["achieved_rps_interval"]
+        assert doc["max_sustainable_rps"] > 0 and doc["n"] > 0 and low <= high
+        assert "maximum sustainable rate:" in last
+    else:
+        assert code == 1 and doc["max_sustainable_rps"] is None and doc["stopped_by"] and "no sustainable" in last
     page = out.with_suffix(".html").read_text()
     assert 'id="knee"' in page and "<svg" in page and "achieved (95% CI)" in page
-    # the diff is what is checked here: whether this second run finds a knee too depends on the machine's load
     again = tmp_path / "again.json"
     assert main([*args, "--max-tokens", "4", "--baseline", str(out), "--out", str(again)]) in (0, 1)
     assert json.loads(again.read_text())["baseline"]["max_sustainable_rps"] == doc["max_sustainable_rps"]
+
+
+def test_the_knee_is_the_last_sustainable_rate_and_the_step_above_it() -> None:
+    def rate(target: float, ok: bool) -> dict:
+        why = [] if ok else ["completion rate below 0.98 of the send rate"]
+        return {"target_rps": target, "sustainable": ok, "saturated": why, "achieved_rps": [target - 0.1, target],
+                "n": 10}  # fmt: skip
+
+    k = knee([rate(2.0, True), rate(3.0, True), rate(4.0, False)])
+    assert k["max_sustainable_rps"] == 3.0 and k["knee_between_rps"] == [3.0, 4.0] and k["n"] == 10
+    assert k["achieved_rps_interval"] == [2.9, 3.0] and k["stopped_by"] == [
+        "completion rate below 0.98 of the send rate"
+    ]
+    none = knee([rate(2.0, False)])
+    assert none["max_sustainable_rps"] is None and none["knee_between_rps"] == [0.0, None] and none["n"] == 0
 
 
 def test_a_rate_the_server_cannot_keep_up_with_is_over_saturated() -> None:
